@@ -1,0 +1,1 @@
+"""Export: fused and swappable ONNX graphs, quantization and parity checks."""

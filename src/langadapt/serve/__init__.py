@@ -1,0 +1,1 @@
+"""Serving: the inference engine, adapter cache, LitServe app, metrics, auth and batch labeling."""

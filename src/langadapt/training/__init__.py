@@ -1,0 +1,1 @@
+"""Training and evaluation: data readers, language adapters (MLM), task adapters, baselines, reports."""
