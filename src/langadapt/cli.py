@@ -1,0 +1,245 @@
+"""The `langadapt` command: base models, adapter kinds, the adapter store; training, export and serving."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from langadapt.errors import LangadaptError
+
+app = typer.Typer(
+    name="langadapt",
+    help="Adapt small multilingual encoders to low-resource languages, export them and serve them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="Base encoders: the embedded default, local directories, Hugging Face ids.")
+adapters_app = typer.Typer(help="Adapter kinds and the adapter store.")
+app.add_typer(model_app, name="model", no_args_is_help=True)
+app.add_typer(adapters_app, name="adapters", no_args_is_help=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
+StoreOption = Annotated[
+    Path | None,
+    typer.Option("--store", help="Adapter store directory (default: $LANGADAPT_STORE or <cache>/store)."),
+]
+
+
+def friendly_errors(func: F) -> F:
+    """Turn langadapt errors into a one-line message with a hint and exit code 2, instead of a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LangadaptError as err:
+            typer.echo(f"error: {err.message}", err=True)
+            if err.hint:
+                typer.echo(f"hint: {err.hint}", err=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit(data: Any, as_json: bool, text: Callable[[], str] | None = None) -> None:
+    """Print `data` as JSON, or as the given human-readable text."""
+    if as_json or text is None:
+        json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
+        sys.stdout.write("\n")
+    else:
+        typer.echo(text())
+
+
+def key_value_text(data: dict[str, Any]) -> str:
+    """Align a flat mapping as `key  value` lines."""
+    width = max((len(k) for k in data), default=0)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in data.items())
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """langadapt: per-language adapters for small multilingual encoders."""
+    if version:
+        from langadapt import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@model_app.command("info")
+@friendly_errors
+def model_info(
+    model: Annotated[str, typer.Argument(help='"embedded", a local directory or a Hugging Face id.')] = "embedded",
+    as_json: JsonFlag = False,
+) -> None:
+    """Resolve a base model (converting the embedded one on first use) and show its shape and fingerprint."""
+    from langadapt.models.base import resolve_base_model
+
+    info = resolve_base_model(model).as_dict()
+    emit(info, as_json, lambda: key_value_text(info))
+
+
+@adapters_app.command("kinds")
+@friendly_errors
+def adapters_kinds(
+    base: Annotated[str, typer.Option("--base", help="Base model the parameter counts are computed on.")] = (
+        "embedded"
+    ),
+    as_json: JsonFlag = False,
+) -> None:
+    """List the adapter kinds with their paper defaults and their parameter count on a base model."""
+    from langadapt.models.base import load_config, resolve_base_model
+    from langadapt.models.kinds import ADAPTER_KINDS, count_parameters
+
+    config = load_config(resolve_base_model(base))
+    rows = [
+        {
+            "name": kind.name,
+            "help": kind.help,
+            "config": kind.build_config().to_dict(),
+            "parameters": count_parameters(kind, config),
+        }
+        for kind in ADAPTER_KINDS.values()
+    ]
+    emit(
+        {"base": base, "kinds": rows},
+        as_json,
+        lambda: "\n".join(f"{r['name']:<12} {r['parameters']:>12,}  {r['help']}" for r in rows),
+    )
+
+
+def open_store(store: Path | None):  # AdapterStore is imported lazily to keep `--help` fast
+    """The adapter store at `store`, or the default one."""
+    from langadapt.models.store import AdapterStore
+
+    return AdapterStore(store)
+
+
+def manifest_summary(manifest: Any) -> dict[str, Any]:
+    """The fields of a manifest worth a line in a listing."""
+    return {
+        "id": manifest.id,
+        "version": manifest.version,
+        "language": manifest.language,
+        "task": manifest.task,
+        "kind": manifest.kind,
+        "artifact": manifest.artifact,
+        "base_model": manifest.base_model,
+    }
+
+
+@adapters_app.command("list")
+@friendly_errors
+def adapters_list(
+    store: StoreOption = None,
+    language: Annotated[str | None, typer.Option("--lang", help="Only this language (any alias).")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
+    all_versions: Annotated[bool, typer.Option("--all-versions", help="Every version, not only the latest.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the adapters in the store (latest version of each by default)."""
+    from langadapt.models.language import canonical_language
+
+    lang = canonical_language(language) if language else None
+    manifests = open_store(store).list(language=lang, task=task, latest_only=not all_versions)
+    rows = [manifest_summary(m) for m in manifests]
+    emit(
+        rows,
+        as_json,
+        lambda: (
+            "\n".join(
+                f"{r['id']:<32} v{r['version']:<4} {r['language'] or '-':<10} {r['task']:<10} {r['kind']}" for r in rows
+            )
+            or "(store is empty)"
+        ),
+    )
+
+
+@adapters_app.command("show")
+@friendly_errors
+def adapters_show(
+    adapter_id: Annotated[str, typer.Argument(help="Adapter id, e.g. yor_Latn-ner.")],
+    version: Annotated[int | None, typer.Option("--version", help="Version (default: latest).")] = None,
+    store: StoreOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show one adapter's manifest."""
+    manifest = open_store(store).get(adapter_id, version)
+    data = manifest.model_dump(mode="json")
+    emit(data, as_json, lambda: json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@adapters_app.command("publish")
+@friendly_errors
+def adapters_publish(
+    folder: Annotated[Path, typer.Argument(help="Folder holding manifest.json and safetensors weights.")],
+    store: StoreOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Publish a folder (with its manifest.json) to the store as a new version, atomically."""
+    from langadapt.errors import StoreError
+    from langadapt.models.manifest import Manifest
+
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise StoreError(
+            f"{folder} has no manifest.json",
+            "write a manifest (see `langadapt adapters show` of any adapter for its fields) or import an "
+            "`adapters` library folder from Python with AdapterStore.import_adapters_folder",
+        )
+    data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    data.pop("files", None)
+    data.pop("version", None)
+    published = open_store(store).publish(folder, Manifest.model_validate({**data, "version": 0}))
+    summary = manifest_summary(published)
+    emit(summary, as_json, lambda: f"published {published.id} v{published.version}")
+
+
+@adapters_app.command("remove")
+@friendly_errors
+def adapters_remove(
+    adapter_id: Annotated[str, typer.Argument(help="Adapter id.")],
+    version: Annotated[int | None, typer.Option("--version", help="Only this version (default: all).")] = None,
+    store: StoreOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove an adapter (all versions, or one), atomically."""
+    open_store(store).remove(adapter_id, version)
+    what = f"{adapter_id} v{version}" if version is not None else f"{adapter_id} (all versions)"
+    emit({"removed": adapter_id, "version": version}, as_json, lambda: f"removed {what}")
+
+
+@adapters_app.command("verify")
+@friendly_errors
+def adapters_verify(
+    adapter_id: Annotated[str | None, typer.Argument(help="Only this adapter (default: every one).")] = None,
+    store: StoreOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-check every checksum and manifest in the store; exit 1 and list each bad adapter if any."""
+    problems = open_store(store).verify(adapter_id)
+    rows = [{"id": p.id, "version": p.version, "file": p.file, "reason": p.reason} for p in problems]
+    emit(
+        {"ok": not rows, "problems": rows},
+        as_json,
+        lambda: (
+            "\n".join(f"BAD {r['id']} v{r['version']} {r['file'] or ''}: {r['reason']}" for r in rows)
+            or "all adapters verified"
+        ),
+    )
+    if rows:
+        raise typer.Exit(code=1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
