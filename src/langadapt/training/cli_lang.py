@@ -1,0 +1,196 @@
+"""`langadapt train lang`, `langadapt eval pppl` and `langadapt report` from the shell.
+
+Mount them with `register(train_app, eval_app, root_app)`: it adds `lang` to the `train` group, `pppl` to the
+`eval` group and `report` to the root command, each wrapped in the main CLI's `friendly_errors` (a
+LangadaptError becomes a message, a hint and exit code 2). Training flags left out fall back to the `--config`
+file (JSON or TOML), then to the paper's defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from langadapt.training.language_adapter import LanguageAdapterSettings
+
+__all__ = ["eval_pppl", "register", "report", "train_lang"]
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
+
+
+def _opt(name: str, *flags: str) -> Any:
+    """A Typer option for settings field `name`, with the field's description as its help."""
+    return typer.Option(*flags, help=LanguageAdapterSettings.model_fields[name].description or name)
+
+
+def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
+    """Print through the main CLI's `emit` (JSON, or the given text)."""
+    from langadapt.cli import emit
+
+    emit(data, as_json, lambda: text)
+
+
+def train_lang(
+    language: Annotated[str | None, _opt("language", "--lang")] = None,
+    kind: Annotated[str | None, _opt("kind", "--kind")] = None,
+    text: Annotated[list[Path] | None, _opt("text", "--text")] = None,
+    kg_edges: Annotated[list[Path] | None, _opt("kg_edges", "--kg-edges")] = None,
+    kg_triples: Annotated[list[Path] | None, _opt("kg_triples", "--kg-triples")] = None,
+    dev: Annotated[Path | None, _opt("dev", "--dev")] = None,
+    base: Annotated[str | None, _opt("base", "--base")] = None,
+    store: Annotated[Path | None, _opt("store", "--store")] = None,
+    out: Annotated[Path | None, _opt("out_dir", "--out")] = None,
+    max_steps: Annotated[int | None, _opt("max_steps", "--max-steps")] = None,
+    epochs: Annotated[float | None, _opt("epochs", "--epochs")] = None,
+    learning_rate: Annotated[float | None, _opt("learning_rate", "--lr")] = None,
+    batch_size: Annotated[int | None, _opt("batch_size", "--batch-size")] = None,
+    mask_probability: Annotated[float | None, _opt("mask_probability", "--mask-prob")] = None,
+    max_length: Annotated[int | None, _opt("max_length", "--max-length")] = None,
+    eval_every: Annotated[int | None, _opt("eval_every", "--eval-every")] = None,
+    patience: Annotated[int | None, _opt("patience", "--patience")] = None,
+    max_examples: Annotated[int | None, _opt("max_examples", "--max-examples")] = None,
+    pppl_sentences: Annotated[int | None, _opt("pppl_sentences", "--pppl-sentences")] = None,
+    seed: Annotated[int | None, _opt("seed", "--seed")] = None,
+    licence: Annotated[str | None, _opt("licence", "--licence")] = None,
+    on_bad_row: Annotated[str | None, _opt("on_bad_row", "--on-bad-row")] = None,
+    publish: Annotated[bool | None, _opt("publish", "--publish/--no-publish")] = None,
+    progress: Annotated[bool | None, _opt("progress", "--progress/--no-progress")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="JSON or TOML file of settings; flags given win over it.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a language adapter by masked-language modelling on text and/or knowledge-graph sentences."""
+    from langadapt.training.language_adapter import train_language_adapter
+
+    given = {
+        "language": language,
+        "kind": kind,
+        "text": text or None,
+        "kg_edges": kg_edges or None,
+        "kg_triples": kg_triples or None,
+        "dev": dev,
+        "base": base,
+        "store": store,
+        "out_dir": out,
+        "max_steps": max_steps,
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "mask_probability": mask_probability,
+        "max_length": max_length,
+        "eval_every": eval_every,
+        "patience": patience,
+        "max_examples": max_examples,
+        "pppl_sentences": pppl_sentences,
+        "seed": seed,
+        "licence": licence,
+        "on_bad_row": on_bad_row,
+        "publish": publish,
+        "progress": progress,
+    }
+    flags = {k: v for k, v in given.items() if v is not None}
+    if config is not None:
+        settings = LanguageAdapterSettings.from_file(config, **flags)
+    else:
+        settings = LanguageAdapterSettings.validated(flags, origin="the command line")
+    try:
+        result = train_language_adapter(settings)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: run the same command again to resume from the last checkpoint", err=True)
+        raise typer.Exit(code=130) from None
+    manifest = result.manifest
+    summary = {
+        "id": manifest.id,
+        "version": manifest.version or None,
+        "language": manifest.language,
+        "kind": manifest.kind,
+        "base_model": manifest.base_model,
+        "mlm_head": manifest.extra["mlm_head"]["source"],
+        "steps": result.loop.steps,
+        "best_step": result.loop.best_step,
+        "stopped_early": result.loop.stopped_early,
+        "metrics": manifest.metrics,
+        "seconds_per_step": result.seconds_per_step,
+        "out_dir": str(result.run_dir),
+        "adapter_dir": str(result.adapter_dir),
+    }
+    metrics = "  ".join(f"{k} {v:.4f}" for k, v in manifest.metrics.items())
+    text_out = "\n".join(
+        [
+            f"{manifest.id} v{manifest.version or '-'}  ({manifest.extra['mlm_head']['source']} MLM head)",
+            f"validation  {metrics}",
+            f"steps       {result.loop.steps} (best at {result.loop.best_step}), {result.seconds_per_step:.3f} s/step",
+            f"run         {result.run_dir}",
+        ]
+    )
+    _emit(summary, as_json, text_out)
+
+
+def eval_pppl(
+    text: Annotated[Path, typer.Option("--text", help="Held-out text: one sentence a line (or a text table).")],
+    lang_adapter: Annotated[
+        str | None, typer.Option("--lang-adapter", help="Language adapter id in the store (default: the bare base).")
+    ] = None,
+    version: Annotated[int | None, typer.Option("--version", help="Adapter version (default: latest).")] = None,
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="Base model (default: the adapter's, else the embedded one)."),
+    ] = None,
+    store: Annotated[Path | None, _opt("store", "--store")] = None,
+    language: Annotated[str | None, typer.Option("--lang", help="Language of the text, for the run record.")] = None,
+    max_sentences: Annotated[int | None, typer.Option("--max-sentences", help="Score only the first N.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Masked copies per forward pass.")] = 64,
+    max_length: Annotated[int, typer.Option("--max-length", help="Tokens per sentence; longer are cut.")] = 256,
+    out: Annotated[Path | None, typer.Option("--out", help="Write run.json into this directory.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Pseudo-perplexity of the base model, or of base + a language adapter, on held-out text."""
+    from langadapt.training.language_adapter import evaluate_pppl
+
+    result = evaluate_pppl(
+        text,
+        lang_adapter=lang_adapter,
+        version=version,
+        base=base,
+        store=store,
+        language=language,
+        max_sentences=max_sentences,
+        batch_size=batch_size,
+        max_length=max_length,
+        out=out,
+        progress=progress,
+    )
+    summary = result.summary()
+    what = f"{result.adapter_id} v{result.adapter_version}" if result.adapter_id else "base (no adapter)"
+    s = result.score
+    text_out = (
+        f"pppl {s.pppl:.3f}  {what} on {result.base_model}\n"
+        f"{s.tokens} tokens in {s.sentences} sentences ({s.truncated} cut at {s.max_length} tokens)"
+    )
+    _emit(summary, as_json, text_out)
+
+
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories, run.json files, or folders of runs.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Markdown file to write; the PNG goes next to it.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Turn runs into a markdown table per task (language × variant, with the baseline) and a PNG plot."""
+    from langadapt.training.report import write_report
+
+    paths = write_report(run_dirs, out)
+    data = {"markdown": str(paths.markdown), "plot": str(paths.plot) if paths.plot else None}
+    _emit(data, as_json, f"wrote {paths.markdown}" + (f" and {paths.plot}" if paths.plot else ""))
+
+
+def register(train_app: typer.Typer, eval_app: typer.Typer, root_app: typer.Typer) -> None:
+    """Add `train lang`, `eval pppl` and the root `report` command, with the main CLI's error handling."""
+    from langadapt.cli import friendly_errors
+
+    train_app.command("lang")(friendly_errors(train_lang))
+    eval_app.command("pppl")(friendly_errors(eval_pppl))
+    root_app.command("report")(friendly_errors(report))
