@@ -1,0 +1,520 @@
+"""From `(task, language code)` to the adapter stack that serves it, over a layered view of two stores.
+
+The view: the writable store first (`--store`), then the packaged default adapters, read-only. An id in the
+writable store shadows the same id in the defaults; within an id, newer versions come first. Hot loading
+follows the writable store's generation counter (the defaults never change while the server runs).
+
+Resolution of a request for task T in language code C:
+
+1. C resolves to a canonical code L (`yo`, `yor`, `yor-Latn` → `yor_Latn`); an unreadable code is a 404.
+2. The task adapter: among the servable T adapters for L (a bank kind, base fingerprint of the loaded base,
+   not refused), the conventional id `L-T` first, else the first id; its newest version.
+   None for L, but a related language configured (`--fallback L=R`) has one: that one, a *fallback*.
+3. The language adapter under it: the one the task adapter's manifest records (`extra.language_adapter`, as
+   `langadapt train task` writes it; a record of None means it was trained without one); without a record,
+   the store's language (mlm) adapter for the task adapter's language. For a related-language fallback, L's
+   own language adapter replaces it when the store has one (MAD-X cross-lingual transfer).
+4. No language adapter in the stack is a fallback too (`no_language_adapter`), and so is a recorded
+   language-adapter version that is gone, replaced by the newest of that id (`language_adapter_version`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langadapt.errors import LanguageCodeError, StoreError
+from langadapt.models.language import canonical_language, language_name
+from langadapt.models.manifest import Manifest, adapter_id, check_id
+from langadapt.models.store import ADAPTERS_DIR, AdapterStore
+from langadapt.serve.errors import ServeError
+
+log = logging.getLogger(__name__)
+
+TASKS = ("ner", "sentiment", "topic")
+LANGUAGE_TASK = "mlm"
+HEAD_TYPES = {"ner": "tagging", "sentiment": "classification", "topic": "classification"}
+BANK_KINDS = frozenset({"seq_bn", "seq_bn_inv", "lora"})
+STORE, DEFAULTS = "store", "default"
+DEFAULT_MAX_LENGTH = 128
+DEFAULT_STRIDE = 32
+RESOLVE_CACHE_SIZE = 4096
+
+NO_LANGUAGE_ADAPTER = "no_language_adapter"
+RELATED_LANGUAGE = "related_language"
+LANGUAGE_ADAPTER_VERSION = "language_adapter_version"
+
+
+@dataclass(frozen=True, order=True)
+class AdapterRef:
+    """One stored adapter version, and which layer of the store view it lives in."""
+
+    id: str
+    version: int
+    source: str = STORE
+
+    def __str__(self) -> str:
+        suffix = "" if self.source == STORE else f" ({self.source})"
+        return f"{self.id}@v{self.version}{suffix}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form for responses."""
+        return {"id": self.id, "version": self.version, "source": self.source}
+
+
+@dataclass(frozen=True)
+class StackKey:
+    """What occupies one bank index: a language adapter version (or none) under a task adapter version."""
+
+    task: AdapterRef
+    language: AdapterRef | None = None
+
+    @property
+    def refs(self) -> tuple[AdapterRef, ...]:
+        """The member adapters in stack order (language first)."""
+        return (self.task,) if self.language is None else (self.language, self.task)
+
+    def __str__(self) -> str:
+        return f"{self.language}+{self.task}" if self.language else str(self.task)
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one (task, language) request is served: the stack, its reading settings, and any fallback."""
+
+    task: str
+    language: str
+    key: StackKey
+    adapter_language: str
+    labels: tuple[str, ...]
+    head_type: str
+    max_length: int = DEFAULT_MAX_LENGTH
+    stride: int = DEFAULT_STRIDE
+    fallback_reason: str | None = None
+
+    @property
+    def fallback(self) -> bool:
+        """Whether the stack is anything but (L's language adapter, L's task adapter)."""
+        return self.fallback_reason is not None
+
+    def stack_dict(self) -> dict[str, Any]:
+        """The response's description of the stack."""
+        return {
+            "task_adapter": self.key.task.as_dict(),
+            "language_adapter": self.key.language.as_dict() if self.key.language else None,
+            "adapter_language": self.adapter_language,
+            "fallback": self.fallback,
+            "fallback_reason": self.fallback_reason,
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A stored adapter version visible through the layered view."""
+
+    ref: AdapterRef
+    manifest: Manifest
+
+
+class StoreIndex:
+    """The manifests of one store, read incrementally: version folders never change once published.
+
+    Listing a store means reading every manifest; doing that on every generation change would cost the hot
+    load its latency as the store grows. An id's versions are listed again only when its folder changed (its
+    mtime moved, or is too recent to trust), and each version's manifest is read once.
+    """
+
+    RECENT_S = 2.0  # an id folder modified this recently is listed again (mtime granularity)
+
+    def __init__(self, store: AdapterStore, source: str) -> None:
+        self.store = store
+        self.source = source
+        self._versions: dict[str, tuple[int, list[int]]] = {}
+        self._manifests: dict[tuple[str, int], Manifest | None] = {}
+
+    def candidates(self) -> list[Candidate]:
+        """Every readable version of every id, sorted by id then version."""
+        base = self.store.root / ADAPTERS_DIR
+        if not base.is_dir():
+            return []
+        now = time.time_ns()
+        seen: dict[str, list[int]] = {}
+        with os.scandir(base) as entries:
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False) or not _valid_id(entry.name):
+                    continue
+                mtime = entry.stat(follow_symlinks=False).st_mtime_ns
+                cached = self._versions.get(entry.name)
+                if cached is None or cached[0] != mtime or now - mtime < self.RECENT_S * 1e9:
+                    cached = (mtime, self.store.versions(entry.name))
+                    self._versions[entry.name] = cached
+                seen[entry.name] = cached[1]
+        for gone in set(self._versions) - set(seen):
+            del self._versions[gone]
+        found: list[Candidate] = []
+        live: set[tuple[str, int]] = set()
+        for ident in sorted(seen):
+            for version in seen[ident]:
+                live.add((ident, version))
+                if (ident, version) not in self._manifests:
+                    self._manifests[(ident, version)] = self._read(ident, version)
+                manifest = self._manifests[(ident, version)]
+                if manifest is not None:
+                    found.append(Candidate(AdapterRef(ident, version, self.source), manifest))
+        for stale in set(self._manifests) - live:
+            del self._manifests[stale]
+        return found
+
+    def _read(self, ident: str, version: int) -> Manifest | None:
+        try:
+            return self.store.get(ident, version)
+        except StoreError as err:
+            log.warning("skipping unreadable adapter %s v%d: %s", ident, version, err)
+            return None
+
+
+def _valid_id(name: str) -> bool:
+    try:
+        check_id(name)
+    except ValueError:
+        return False
+    return True
+
+
+class LayeredStore:
+    """The writable store over the packaged defaults (read-only); ids in the writable store shadow defaults."""
+
+    def __init__(self, writable: AdapterStore, defaults: AdapterStore | None = None) -> None:
+        self.writable = writable
+        self.defaults = defaults
+        self._writable_index = StoreIndex(writable, STORE)
+        self._default_candidates: list[Candidate] | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LayeredStore({self.writable.root}, defaults={self.defaults.root if self.defaults else None})"
+
+    def generation(self) -> int:
+        """The writable store's generation counter (the defaults do not change while serving)."""
+        return self.writable.generation()
+
+    def store(self, source: str) -> AdapterStore:
+        """The store behind a source name."""
+        if source == STORE:
+            return self.writable
+        if source == DEFAULTS and self.defaults is not None:
+            return self.defaults
+        raise StoreError(f"no {source!r} layer in this store view", "sources are `store` and `default`")
+
+    def open(self, ref: AdapterRef, fingerprint: str | None) -> tuple[Manifest, Path]:
+        """The verified manifest and folder of `ref` (checksums; base fingerprint when given)."""
+        return self.store(ref.source).open(ref.id, ref.version, expected_fingerprint=fingerprint)
+
+    def candidates(self) -> list[Candidate]:
+        """Every readable version of every id, writable store first, ids there shadowing the defaults."""
+        with self._lock:
+            own = self._writable_index.candidates()
+            if self._default_candidates is None:
+                self._default_candidates = StoreIndex(self.defaults, DEFAULTS).candidates() if self.defaults else []
+        shadowed = {c.ref.id for c in own}
+        return own + [c for c in self._default_candidates if c.ref.id not in shadowed]
+
+
+def parse_fallbacks(entries: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """`L=R1,R2` entries (any accepted code spelling) to canonical `{L: (R1, R2)}`; later entries extend."""
+    table: dict[str, list[str]] = {}
+    for entry in entries:
+        wanted, sep, related = entry.partition("=")
+        if not sep or not wanted.strip() or not related.strip():
+            raise LanguageCodeError(
+                f"fallback {entry!r} is not LANGUAGE=RELATED[,RELATED...]", "e.g. --fallback ibo_Latn=yor_Latn"
+            )
+        source = canonical_language(wanted.strip())
+        targets = table.setdefault(source, [])
+        for code in related.split(","):
+            if code.strip():
+                target = canonical_language(code.strip())
+                if target != source and target not in targets:
+                    targets.append(target)
+    return {k: tuple(v) for k, v in table.items()}
+
+
+@dataclass
+class RouteTable:
+    """An immutable snapshot of what can be served: built from candidates, the base fingerprint and refusals."""
+
+    candidates: Sequence[Candidate]
+    fingerprint: str | None
+    refused: Mapping[AdapterRef, str] = field(default_factory=dict)
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    tasks: Sequence[str] = TASKS
+    generation: int = 0
+
+    def __post_init__(self) -> None:
+        self._task_adapters: dict[tuple[str, str], list[Candidate]] = {}
+        self._language_adapters: dict[str, list[Candidate]] = {}
+        self._by_ref: dict[AdapterRef, Candidate] = {}
+        self._by_id: dict[str, list[Candidate]] = {}
+        for c in self.candidates:
+            self._by_ref[c.ref] = c
+            self._by_id.setdefault(c.ref.id, []).append(c)
+            if not self.servable(c):
+                continue
+            language = c.manifest.language
+            if language is None:
+                continue
+            if c.manifest.task == LANGUAGE_TASK:
+                self._language_adapters.setdefault(language, []).append(c)
+            elif c.manifest.task in self.tasks:
+                self._task_adapters.setdefault((c.manifest.task, language), []).append(c)
+        for versions in self._by_id.values():
+            versions.sort(key=lambda c: c.ref.version, reverse=True)
+        for table in (self._task_adapters, self._language_adapters):
+            for key, found in table.items():
+                table[key] = sorted(found, key=lambda c: (c.ref.id, -c.ref.version))  # type: ignore[index]
+        self._cache: dict[tuple[str, str], Route | ServeError] = {}
+        self._lock = threading.Lock()
+
+    def servable(self, c: Candidate) -> bool:
+        """Whether the bank can serve this version on the loaded base, and it was not refused."""
+        m = c.manifest
+        if c.ref in self.refused or m.kind not in BANK_KINDS or m.artifact != "adapter":
+            return False
+        if self.fingerprint is not None and m.base_fingerprint != self.fingerprint:
+            return False
+        if m.task in HEAD_TYPES:
+            return m.head_type in (None, HEAD_TYPES[m.task])
+        return m.task == LANGUAGE_TASK
+
+    def languages(self, task: str) -> list[str]:
+        """Canonical codes a task can be asked for: languages with an adapter, then configured fallbacks."""
+        direct = sorted({language for (t, language) in self._task_adapters if t == task})
+        related = sorted(
+            source
+            for source, targets in self.fallbacks.items()
+            if source not in direct and any((task, target) in self._task_adapters for target in targets)
+        )
+        return direct + related
+
+    def versions(self, adapter_id: str) -> list[Candidate]:
+        """Every visible version of an id, newest first (servable or not)."""
+        return list(self._by_id.get(adapter_id, []))
+
+    def candidate(self, ref: AdapterRef) -> Candidate | None:
+        """The candidate for a ref, if visible."""
+        return self._by_ref.get(ref)
+
+    def resolve(self, task: str, code: str) -> Route:
+        """The route for a task and a language code as a client sent it; ServeError 404 when there is none."""
+        if task not in self.tasks:
+            raise ServeError(
+                404,
+                "unknown_task",
+                f"this server does not serve the task {task!r}",
+                f"available tasks: {', '.join(self.tasks)}",
+                extra={"available": list(self.tasks)},
+            )
+        key = (task, code)
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is None:
+            try:
+                cached = self._resolve(task, code)
+            except ServeError as err:
+                cached = err
+            with self._lock:
+                if len(self._cache) >= RESOLVE_CACHE_SIZE:  # codes come from clients: keep the memo bounded
+                    self._cache.clear()
+                self._cache[key] = cached
+        if isinstance(cached, ServeError):
+            raise cached
+        return cached
+
+    def routes_for(self, adapter_id: str) -> list[tuple[str, str]]:
+        """(task, language) pairs whose route would use this adapter id (task or language adapter)."""
+        pairs = []
+        for task in self.tasks:
+            for language in self.languages(task):
+                try:
+                    route = self.resolve(task, language)
+                except ServeError:
+                    continue
+                if any(ref.id == adapter_id for ref in route.key.refs):
+                    pairs.append((task, language))
+        return pairs
+
+    def _unknown_language(self, task: str, detail: str, suggestions: Sequence[str] = ()) -> ServeError:
+        available = self.languages(task)
+        listing = ", ".join(available) if available else "none yet (publish a task adapter)"
+        hint = f"{task} is available in: {listing}"
+        if suggestions:
+            hint = f"did you mean {' or '.join(suggestions)}? " + hint
+        return ServeError(404, "unknown_language", detail, hint, extra={"available": available})
+
+    def _resolve(self, task: str, code: str) -> Route:
+        try:
+            language = canonical_language(code)
+        except LanguageCodeError as err:
+            raise self._unknown_language(task, err.message, err.suggestions) from None
+        direct = self._task_adapters.get((task, language))
+        reason: str | None = None
+        chosen: Candidate | None = None
+        if direct:
+            chosen = _preferred(direct, adapter_id(language, task))
+        else:
+            for related in self.fallbacks.get(language, ()):
+                found = self._task_adapters.get((task, related))
+                if found:
+                    chosen, reason = _preferred(found, adapter_id(related, task)), RELATED_LANGUAGE
+                    break
+        if chosen is None:
+            raise self._unknown_language(task, f"no {task} adapter for {_name(language)} ({language})")
+        manifest = chosen.manifest
+        adapter_language = manifest.language or language
+        lang_ref, lang_reason = self._language_adapter(chosen, language if reason == RELATED_LANGUAGE else None)
+        if reason is None:
+            reason = lang_reason
+        extra = manifest.extra
+        return Route(
+            task=task,
+            language=language,
+            key=StackKey(task=chosen.ref, language=lang_ref),
+            adapter_language=adapter_language,
+            labels=tuple(manifest.labels),
+            head_type=manifest.head_type or HEAD_TYPES[task],
+            max_length=_positive_int(extra.get("max_length"), DEFAULT_MAX_LENGTH),
+            stride=_non_negative_int(extra.get("stride"), DEFAULT_STRIDE),
+            fallback_reason=reason,
+        )
+
+    def _language_adapter(self, task_adapter: Candidate, target: str | None) -> tuple[AdapterRef | None, str | None]:
+        """The language adapter to stack under a task adapter, and the fallback reason it implies (if any)."""
+        if target is not None:  # related-language fallback: the requested language's own adapter first
+            own = self._language_adapters.get(target)
+            if own:
+                return own[0].ref, None
+        extra = task_adapter.manifest.extra
+        if "language_adapter" in extra:
+            recorded = extra["language_adapter"]
+            if not recorded:
+                return None, NO_LANGUAGE_ADAPTER
+            rec_id, rec_version = recorded.get("id"), recorded.get("version")
+            versions = [
+                c for c in self._by_id.get(str(rec_id), []) if self.servable(c) and c.manifest.task == LANGUAGE_TASK
+            ]
+            exact = [c for c in versions if c.ref.version == rec_version]
+            if exact:
+                return exact[0].ref, None
+            if versions:
+                log.warning(
+                    "%s records language adapter %s v%s, which is not servable here; using v%d",
+                    task_adapter.ref,
+                    rec_id,
+                    rec_version,
+                    versions[0].ref.version,
+                )
+                return versions[0].ref, LANGUAGE_ADAPTER_VERSION
+            return None, NO_LANGUAGE_ADAPTER
+        language = task_adapter.manifest.language
+        found = self._language_adapters.get(language or "")
+        if found:
+            return found[0].ref, None
+        return None, NO_LANGUAGE_ADAPTER
+
+
+def _preferred(found: Sequence[Candidate], conventional: str) -> Candidate:
+    """The conventional id's newest version if present, else the first id's newest version."""
+    for c in found:
+        if c.ref.id == conventional:
+            return c
+    return found[0]
+
+
+def _name(code: str) -> str:
+    try:
+        return language_name(code)
+    except LanguageCodeError:
+        return code
+
+
+def _positive_int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
+
+
+def _non_negative_int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+
+class Router:
+    """The current `RouteTable`, rebuilt when the writable store's generation moves or a version is refused."""
+
+    def __init__(
+        self,
+        stores: LayeredStore,
+        fingerprint: str | None,
+        *,
+        fallbacks: Mapping[str, tuple[str, ...]] | None = None,
+        tasks: Sequence[str] = TASKS,
+    ) -> None:
+        self.stores = stores
+        self.fingerprint = fingerprint
+        self.fallbacks = dict(fallbacks or {})
+        self.tasks = tuple(tasks)
+        self._refused: dict[AdapterRef, str] = {}
+        self._lock = threading.Lock()
+        generation = stores.generation()
+        self._table = self._build(stores.candidates(), generation)
+
+    @property
+    def table(self) -> RouteTable:
+        """The table requests are resolved against now."""
+        return self._table
+
+    @property
+    def refused(self) -> dict[AdapterRef, str]:
+        """Adapter versions refused since start (corrupt, mismatched, unloadable), with the reason."""
+        with self._lock:
+            return dict(self._refused)
+
+    def resolve(self, task: str, code: str) -> Route:
+        """Resolve against the current table."""
+        return self._table.resolve(task, code)
+
+    def stage(self) -> RouteTable | None:
+        """A table for the store as it is now, if its generation moved since the current one; not installed."""
+        generation = self.stores.generation()
+        if generation == self._table.generation:
+            return None
+        return self._build(self.stores.candidates(), generation)
+
+    def install(self, table: RouteTable) -> None:
+        """Make `table` current (one reference swap; in-flight resolutions keep the one they read)."""
+        self._table = table
+
+    def refuse(self, ref: AdapterRef, reason: str, table: RouteTable | None = None) -> RouteTable:
+        """Record that `ref` cannot be served; return `table` (default: the current one) rebuilt without it."""
+        with self._lock:
+            self._refused[ref] = reason
+        base = table or self._table
+        rebuilt = self._build(base.candidates, base.generation)
+        if table is None:
+            self._table = rebuilt
+        return rebuilt
+
+    def _build(self, candidates: Sequence[Candidate], generation: int) -> RouteTable:
+        with self._lock:
+            refused = dict(self._refused)
+        return RouteTable(
+            candidates=list(candidates),
+            fingerprint=self.fingerprint,
+            refused=refused,
+            fallbacks=self.fallbacks,
+            tasks=self.tasks,
+            generation=generation,
+        )

@@ -1,0 +1,230 @@
+"""Request and response bodies of the HTTP API (pydantic; FastAPI publishes them at /docs).
+
+Request bodies are strict: unknown fields, wrong types, empty lists, empty or whitespace-only texts, lone
+surrogates and control characters are refused with 422 before anything reaches an inference worker; too many
+texts or too long a text is refused with 413 (the error types `too_many_texts` / `text_too_long` say which).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from langadapt.serve.limits import Limits, code_problem, text_problem
+
+TOO_MANY_TEXTS = "too_many_texts"
+TEXT_TOO_LONG = "text_too_long"
+SIZE_ERRORS = frozenset({TOO_MANY_TEXTS, TEXT_TOO_LONG})
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class LabelRequest(BaseModel):
+    """Texts in one language to label with one task's adapter stack."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"lang": "yo", "texts": ["Ọmọ náà lọ sí ilé ìwé ní Èkó lánàá."]}]},
+    )
+
+    lang: str = Field(
+        min_length=1,
+        max_length=64,
+        description="Language of the texts: `yo`, `yor`, `yor-Latn`, `yor_Latn` or an English name like `Yoruba`.",
+    )
+    texts: list[str] = Field(
+        min_length=1,
+        description="Texts to label (at most `LANGADAPT_MAX_TEXTS`, each at most `LANGADAPT_MAX_CHARS` characters; "
+        "longer texts are read in overlapping windows, never truncated).",
+    )
+
+    @field_validator("lang")
+    @classmethod
+    def _usable_code(cls, value: str) -> str:
+        """A language code must be printable text."""
+        problem = code_problem(value)
+        if problem:
+            raise ValueError(f"lang {problem}")
+        return value
+
+    @field_validator("texts")
+    @classmethod
+    def _labellable_texts(cls, value: list[str]) -> list[str]:
+        """Every text must be non-empty printable Unicode, and the request within the configured limits."""
+        limits = Limits.from_env()
+        if len(value) > limits.texts:
+            raise PydanticCustomError(
+                TOO_MANY_TEXTS,
+                "{count} texts in one request; the limit is {limit}: split them into several requests",
+                {"count": len(value), "limit": limits.texts},
+            )
+        for index, text in enumerate(value):
+            problem = text_problem(text)
+            if problem:
+                raise ValueError(f"texts[{index}] {problem}")
+            if len(text) > limits.chars:
+                raise PydanticCustomError(
+                    TEXT_TOO_LONG,
+                    "texts[{index}] has {count} characters; the limit is {limit}: split the text",
+                    {"index": index, "count": len(text), "limit": limits.chars},
+                )
+        return value
+
+
+class AdapterRefOut(BaseModel):
+    """One stored adapter version."""
+
+    id: str = Field(description="store id, e.g. `yor_Latn-ner`")
+    version: int = Field(description="published version")
+    source: Literal["store", "default"] = Field(description="the writable store or the packaged default adapters")
+
+
+class StackOut(BaseModel):
+    """The adapter stack that labelled a text, and whether it was a fallback."""
+
+    task_adapter: AdapterRefOut
+    language_adapter: AdapterRefOut | None = Field(description="the language adapter under the task adapter, if any")
+    adapter_language: str = Field(description="the language the task adapter was trained for")
+    fallback: bool = Field(description="true when the stack is not a language adapter + task adapter for `language`")
+    fallback_reason: str | None = Field(
+        description="`no_language_adapter`, `related_language` or `language_adapter_version`"
+    )
+
+
+class LabelScore(BaseModel):
+    """A label and its probability."""
+
+    label: str
+    score: float
+
+
+class ClassificationResult(BaseModel):
+    """One text's label (topic or sentiment), every label's probability, and how it was read."""
+
+    label: str
+    score: float
+    scores: list[LabelScore] = Field(description="every label, most probable first")
+    windows: int = Field(description="how many overlapping windows the text was read in")
+    windowed: bool = Field(description="true when the text was longer than one window (probabilities averaged)")
+    stack: StackOut
+
+
+class EntityOut(BaseModel):
+    """A named entity: `text == input[start:end]` in character offsets of the original text."""
+
+    type: str
+    text: str
+    start: int
+    end: int
+    score: float
+
+
+class NerResult(BaseModel):
+    """One text's named entities and how it was read."""
+
+    entities: list[EntityOut]
+    windows: int = Field(description="how many overlapping windows the text was read in")
+    windowed: bool = Field(description="true when the text was longer than one window (words read where central)")
+    stack: StackOut
+
+
+class ClassificationResponse(BaseModel):
+    """Labels for every text of a topic or sentiment request, in request order."""
+
+    task: str
+    lang: str = Field(description="the language code as sent")
+    language: str = Field(description="the canonical code it resolved to")
+    results: list[ClassificationResult]
+
+
+class NerResponse(BaseModel):
+    """Entities for every text of an NER request, in request order."""
+
+    task: str
+    lang: str
+    language: str
+    results: list[NerResult]
+
+
+class ErrorBody(BaseModel):
+    """Every error the server answers with."""
+
+    error: str = Field(description="short machine-readable slug, e.g. `unknown_language`")
+    detail: str = Field(description="what went wrong")
+    hint: str = Field(description="what to do about it")
+    available: list[str] | None = Field(default=None, description="what is available instead, where that helps")
+
+
+class LoadRequest(BaseModel):
+    """Load an adapter already in the store (`id`), or publish a server-side folder into the store (`path`)."""
+
+    model_config = _STRICT
+
+    id: str | None = Field(default=None, min_length=1, max_length=128, description="adapter id in the store")
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="folder on the server: `save_adapter(..., use_safetensors=True)` output, or a folder with a "
+        "`manifest.json`",
+    )
+    language: str | None = Field(default=None, max_length=64, description="with `path`: the adapter's language")
+    task: str | None = Field(default=None, max_length=32, description="with `path`: topic, sentiment, ner or mlm")
+    kind: str = Field(default="seq_bn", max_length=32, description="with `path`: seq_bn, seq_bn_inv or lora")
+    adapter_id: str | None = Field(default=None, max_length=128, description="with `path`: the id to publish as")
+    language_adapter: str | None = Field(
+        default=None, max_length=128, description="with `path`: id of the language adapter it was trained on"
+    )
+    wait_s: float = Field(default=30.0, ge=0, le=300, description="how long to wait for every worker to load it")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LoadRequest:
+        """Exactly one of `id` and `path`."""
+        if (self.id is None) == (self.path is None):
+            raise ValueError("give exactly one of `id` (in the store) or `path` (a folder to publish)")
+        for name in ("path", "language", "task", "adapter_id", "language_adapter", "id"):
+            value = getattr(self, name)
+            if value is not None and code_problem(value):
+                raise ValueError(f"{name} {code_problem(value)}")
+        return self
+
+
+class WorkerView(BaseModel):
+    """What one inference worker holds."""
+
+    task: str
+    worker: int
+    pid: int
+    ready: bool
+    applied: int = Field(description="the last admin operation this worker applied")
+    generation: int = Field(description="the store generation this worker follows")
+    active: list[dict[str, Any]] = Field(description="adapter stacks in the worker's bank")
+    registered: list[str] = Field(description="adapter versions parsed in the worker's memory")
+    refused: dict[str, str] = Field(description="adapter versions refused, with the reason")
+    cache_bytes: int
+    budget_bytes: int
+    last_swap: dict[str, Any] | None = Field(
+        default=None, description="when the last store generation went live here (wall-clock seconds) and what moved"
+    )
+
+
+class AdaptersResponse(BaseModel):
+    """Adapters the store offers and what each worker has loaded."""
+
+    available: list[dict[str, Any]]
+    pinned: list[str]
+    workers: list[WorkerView]
+
+
+class AdminResult(BaseModel):
+    """What an admin operation did."""
+
+    op: str
+    id: str
+    applied: bool = Field(description="true when every worker it concerns applied it within `wait_s`")
+    published: dict[str, Any] | None = None
+    workers: list[WorkerView] = Field(default_factory=list)
+    refused: dict[str, str] = Field(default_factory=dict, description="versions a worker refused, with reasons")

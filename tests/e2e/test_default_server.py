@@ -1,0 +1,94 @@
+"""End to end: `python -m langadapt.serve` on the embedded base with the packaged default adapters.
+
+Runs the way `make serve` starts the server (default base, default adapters, an empty writable store), and asks
+for NER, sentiment and topic in each of the five default languages. Skipped until the default adapter set is
+shipped in `src/langadapt/default_adapters/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from langadapt.serve.engine import packaged_defaults_dir
+
+pytestmark = pytest.mark.slow
+
+LANGUAGES = {
+    "yo": "Adébáyọ̀ Ògúndélé ń ṣiṣẹ́ ní ilé-iṣẹ́ ìjọba ní Abuja.",
+    "ha": "Shugaban kasa Bola Tinubu ya ziyarci Kano ranar Litinin.",
+    "sw": "Rais wa Kenya alizungumza na waandishi wa habari jijini Nairobi.",
+    "ig": "Chinedu gara ahịa na Enugu ụnyaahụ.",
+    "rw": "Perezida Kagame yasuye abaturage i Kigali ejo.",
+}
+CANONICAL = {"yo": "yor_Latn", "ha": "hau_Latn", "sw": "swh_Latn", "ig": "ibo_Latn", "rw": "kin_Latn"}
+
+
+@pytest.fixture(scope="module")
+def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if packaged_defaults_dir() is None:
+        pytest.skip("the default adapter set is not shipped yet (src/langadapt/default_adapters/ has no adapters/)")
+    tmp = tmp_path_factory.mktemp("default-server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp / "server.log"
+    command = [sys.executable, "-m", "langadapt.serve", "--store", str(tmp / "store"), "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANGADAPT_") or k == "LANGADAPT_CACHE"}
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the default server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"the default server was not ready within 600 s:\n{log.read_text()[-4000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def test_a_yoruba_sentence_is_labelled(default_server: str) -> None:
+    text = LANGUAGES["yo"]
+    response = httpx.post(f"{default_server}/v1/ner", json={"lang": "yo", "texts": [text]}, timeout=120)
+    assert response.status_code == 200, response.text
+    [result] = response.json()["results"]
+    assert result["stack"]["task_adapter"]["source"] == "default"
+    assert result["entities"], "a trained NER adapter finds the person and the place"
+    for entity in result["entities"]:
+        assert text[entity["start"] : entity["end"]] == entity["text"]
+
+
+@pytest.mark.parametrize("task", ["ner", "sentiment", "topic"])
+@pytest.mark.parametrize("lang", sorted(LANGUAGES))
+def test_every_default_language_answers_every_task(default_server: str, task: str, lang: str) -> None:
+    response = httpx.post(f"{default_server}/v1/{task}", json={"lang": lang, "texts": [LANGUAGES[lang]]}, timeout=120)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["language"] == CANONICAL[lang]
+    [result] = body["results"]
+    assert result["stack"]["task_adapter"]["id"].startswith(CANONICAL[lang]) or result["stack"]["fallback"]
+    if task != "ner":
+        assert result["label"] and 0.0 < result["score"] <= 1.0
