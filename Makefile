@@ -16,10 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# Until the HTTP server lands (issue 5), `make serve` runs the smallest real job: convert and describe the
-# embedded base model.
 serve: setup
-	$(BIN)/langadapt model info embedded
+	$(BIN)/langadapt serve --host $(HOST) --port $(PORT)
 
 test: setup
 	$(BIN)/ruff check src tests bench

@@ -21,8 +21,12 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Base encoders: the embedded default, local directories, Hugging Face ids.")
 adapters_app = typer.Typer(help="Adapter kinds and the adapter store.")
+train_app = typer.Typer(help="Train language adapters (MLM) and task adapters (topic, sentiment, ner).")
+eval_app = typer.Typer(help="Evaluate adapters: task metrics with the majority baseline, pseudo-perplexity.")
 app.add_typer(model_app, name="model", no_args_is_help=True)
 app.add_typer(adapters_app, name="adapters", no_args_is_help=True)
+app.add_typer(train_app, name="train", no_args_is_help=True)
+app.add_typer(eval_app, name="eval", no_args_is_help=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -240,6 +244,18 @@ def adapters_verify(
     if rows:
         raise typer.Exit(code=1)
 
+
+def register_subcommands() -> None:
+    """Mount the command groups that live beside their subpackages (training, export, serving)."""
+    from langadapt.serve import cli_serve
+    from langadapt.training import cli_lang, cli_task
+
+    cli_lang.register(train_app, eval_app, app)
+    cli_task.register(train_app, eval_app)
+    cli_serve.register(app)
+
+
+register_subcommands()
 
 if __name__ == "__main__":  # pragma: no cover
     app()

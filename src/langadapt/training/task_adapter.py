@@ -1,0 +1,1024 @@
+"""Task adapters: train topic, sentiment and NER adapters (and their baselines), evaluate them, publish them.
+
+Three variants, compared in reports by their `variant` name:
+
+- `task-only:<kind>`: a task adapter and head on the frozen base.
+- `lang+task:<language kind>`: a language adapter from the store under the task adapter, `Stack(lang, task)`;
+  only the task adapter and head train, the language adapter stays bit-identical.
+- `full-ft`: no adapter; every base weight and the head train (published as kind `full`, a whole model).
+
+Paper defaults: seq_bn task adapter (reduction factor 16), lr 1e-4, batch 32, weight decay 0.01, warm-up 5%;
+the best checkpoint by validation macro-F1 (topic, sentiment) or seqeval entity F1 (NER), early stopping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from langadapt.errors import LangadaptError
+from langadapt.training.alignment import (
+    IGNORE_INDEX,
+    WordEncoding,
+    encode_words,
+    merge_windows,
+    window_stride,
+    words_to_windows,
+)
+from langadapt.training.runs import RunRecord
+
+if TYPE_CHECKING:
+    import torch
+
+# torch, transformers, scikit-learn and seqeval are imported inside the functions that use them, so that
+# importing this module (the CLI does, for its flag help) stays fast.
+
+__all__ = [
+    "DEFAULT_EPOCHS",
+    "EvalResult",
+    "Predictions",
+    "TaskRunResult",
+    "TaskTrainSettings",
+    "complete_iob2_labels",
+    "encode_split",
+    "evaluate_task_adapter",
+    "guess_licence",
+    "load_settings",
+    "majority_figures",
+    "predict_classification",
+    "predict_tagging",
+    "read_split",
+    "score_split",
+    "seeded_sample",
+    "train_task_adapter",
+]
+
+log = logging.getLogger(__name__)
+
+Task = Literal["topic", "sentiment", "ner"]
+
+# Epochs per task when not given: the small topic set needs many passes, the large sentiment sets few.
+DEFAULT_EPOCHS: dict[str, float] = {"topic": 10.0, "sentiment": 3.0, "ner": 5.0}
+ADAPTER_LR = 1e-4
+FULL_FINETUNE_LR = 2e-5  # the usual full fine-tuning rate for base-size encoders; 1e-4 is an adapter rate
+ADAPTER_DIR = "adapter"
+WORK_DIR = "work"
+OUTSIDE = "O"
+
+# Licences of the public data sets in ../shared/data, recognised by a folder name in the data path.
+KNOWN_LICENCES = {
+    "sib200": "CC-BY-SA-4.0",
+    "afrisenti": "CC-BY-4.0",
+    "masakhaner2": "CC-BY-NC-4.0",
+    "nusax_senti": "CC-BY-SA-4.0",
+}
+
+
+class TaskTrainSettings(BaseModel):
+    """Everything one `langadapt train task` run needs; each field is also a CLI flag and a config-file key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: str = Field(description="Language of the data (any alias: yo, yor, yor_Latn).")
+    task: Task = Field(description="topic, sentiment or ner.")
+    train: Path = Field(description="Training file.")
+    dev: Path | None = Field(default=None, description="Validation file (default: a seeded 10% of train).")
+    test: Path | None = Field(default=None, description="Test file, scored with the best checkpoint.")
+    lang_adapter: str | None = Field(default=None, description="Language adapter id in the store to stack under.")
+    lang_adapter_version: int | None = Field(default=None, description="Its version (default: latest).")
+    full_finetune: bool = Field(default=False, description="Baseline: train every base weight, no adapter.")
+    kind: str = Field(default="seq_bn", description="Task adapter kind (seq_bn, seq_bn_inv, lora).")
+    base: str = Field(default="embedded", description="Base model: embedded, a local directory or a hub id.")
+    store: Path | None = Field(default=None, description="Adapter store (default: $LANGADAPT_STORE or cache).")
+    out: Path | None = Field(default=None, description="Run directory for run.json, the adapter and checkpoints.")
+    adapter_id: str | None = Field(default=None, description="Store id (default: <lang>-<task>[-full]).")
+    epochs: float | None = Field(default=None, gt=0, description="Epochs (default: topic 10, sentiment 3, ner 5).")
+    learning_rate: float | None = Field(default=None, gt=0, description="Peak learning rate (1e-4; full-ft 2e-5).")
+    head_learning_rate: float | None = Field(
+        default=None, gt=0, description="Peak learning rate of the head (default: the same as --lr)."
+    )
+    batch_size: int = Field(default=32, ge=1, description="Training batch size.")
+    eval_batch_size: int = Field(default=64, ge=1, description="Batch size for validation and test.")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1, description="Share of steps spent warming up.")
+    max_length: int = Field(default=128, ge=8, description="Tokens per input (NER: per window).")
+    stride: int | None = Field(default=None, ge=0, description="NER: tokens neighbouring windows share (32).")
+    eval_every: int | None = Field(default=None, ge=1, description="Validate every N steps (default: each epoch).")
+    patience: int = Field(default=3, ge=0, description="Stop after N validations without gain (0: never).")
+    seed: int = Field(default=42, description="Seed for initialisation, data order, dropout and sampling.")
+    max_train_examples: int | None = Field(default=None, ge=1, description="Cap: a seeded sample of train.")
+    max_eval_examples: int | None = Field(default=None, ge=1, description="Cap: a seeded sample of dev.")
+    max_test_examples: int | None = Field(default=None, ge=1, description="Cap: a seeded sample of test.")
+    fp16_weights: bool = Field(default=False, description="Store the published weights as float16.")
+    licence: str | None = Field(default=None, description="Licence of the training data (default: guessed).")
+    data_format: str = Field(default="auto", description="Reader format (auto, sib200, afrisenti, conll, ...).")
+    text_column: str | None = Field(default=None, description="Text column of a generic table.")
+    label_column: str | None = Field(default=None, description="Label column of a generic table.")
+    on_bad_row: Literal["error", "skip"] = Field(default="error", description="Malformed rows: error or skip.")
+    publish: bool = Field(default=True, description="Publish the adapter to the store.")
+    keep_checkpoint: bool = Field(default=False, description="Keep the resumable checkpoint after success.")
+    progress: bool = Field(default=True, description="Show a progress bar.")
+
+    @model_validator(mode="after")
+    def _one_variant(self) -> TaskTrainSettings:
+        """A full fine-tune has no adapters, so it cannot stack on a language adapter."""
+        if self.full_finetune and self.lang_adapter:
+            raise ValueError("--full-finetune trains no adapter, so it cannot use --lang-adapter")
+        if self.stride is not None and self.stride >= self.max_length - 2:
+            raise ValueError(f"stride {self.stride} must be well below max_length {self.max_length}")
+        return self
+
+    @property
+    def variant(self) -> str:
+        """The name reports compare: task-only:<kind>, lang+task:<language kind> (set later) or full-ft."""
+        if self.full_finetune:
+            return "full-ft"
+        return f"task-only:{self.kind}"
+
+    def resolved_epochs(self) -> float:
+        """Epochs given, else the task's default."""
+        return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.task]
+
+    def resolved_learning_rate(self) -> float:
+        """Learning rate given, else the adapter or full fine-tuning default."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return FULL_FINETUNE_LR if self.full_finetune else ADAPTER_LR
+
+
+def load_settings(config: Path | None = None, **values: Any) -> TaskTrainSettings:
+    """Settings from a JSON or YAML file, overridden by `values` that are not None; errors say what to fix."""
+    data: dict[str, Any] = {}
+    if config is not None:
+        data = _read_config(config)
+    data.update({k: v for k, v in values.items() if v is not None})
+    try:
+        return TaskTrainSettings.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(f"{_flag(e['loc'])}: {e['msg']}" for e in err.errors())
+        raise LangadaptError(
+            f"invalid training settings: {problems}", "fix those flags (or the same keys in the --config file)"
+        ) from None
+
+
+# Settings whose CLI flag is not simply `--` plus the field name with dashes.
+FLAG_NAMES = {
+    "language": "--lang",
+    "learning_rate": "--lr",
+    "head_learning_rate": "--head-lr",
+    "adapter_id": "--id",
+    "data_format": "--format",
+}
+
+
+def _flag(loc: tuple[Any, ...]) -> str:
+    """The CLI flag of a settings field named in a validation error (`settings` for cross-field errors)."""
+    if not loc:
+        return "settings"
+    name = str(loc[0])
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """A config file's mapping: YAML for .yaml/.yml, JSON otherwise; keys may use dashes or underscores."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise LangadaptError(f"cannot read config file {path}: {err.strerror}", "check the --config path") from None
+    try:
+        if Path(path).suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as err:  # yaml and json raise different error types; both mean the same thing here
+        raise LangadaptError(f"config file {path} is not valid: {err}", "write a JSON or YAML mapping") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LangadaptError(f"config file {path} holds a {type(data).__name__}", "write a mapping of settings")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def guess_licence(paths: Sequence[Path]) -> str | None:
+    """The licence of a known public data set found in the paths' folder names, else None."""
+    for path in paths:
+        for part in Path(path).parts:
+            if part.lower() in KNOWN_LICENCES:
+                return KNOWN_LICENCES[part.lower()]
+    return None
+
+
+def complete_iob2_labels(labels: Sequence[str]) -> list[str]:
+    """The label list with `O` first if missing and, for each entity type, both `B-` and `I-` (appended)."""
+    if any(label != OUTSIDE and label[:2] not in ("B-", "I-") for label in labels):
+        bad = [label for label in labels if label != OUTSIDE and label[:2] not in ("B-", "I-")]
+        raise LangadaptError(f"NER tags must be IOB2 (O, B-X, I-X), found {bad[:5]}", "convert the tags to IOB2")
+    out = list(labels)
+    if OUTSIDE not in out:
+        out.insert(0, OUTSIDE)
+    for label in list(out):
+        if label == OUTSIDE:
+            continue
+        for prefix in ("B-", "I-"):
+            partner = prefix + label[2:]
+            if partner not in out:
+                out.append(partner)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def _permutation(n: int, seed: int) -> list[int]:
+    """A seeded permutation of range(n), the same on every platform."""
+    import torch
+
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def seeded_sample(items: Sequence[Any], cap: int | None, seed: int) -> tuple[list[Any], dict[str, int] | None]:
+    """At most `cap` items, a seeded sample kept in file order; plus a record of the cap (None if unused)."""
+    if cap is None or cap >= len(items):
+        return list(items), None
+    chosen = sorted(_permutation(len(items), seed)[:cap])
+    return [items[i] for i in chosen], {"used": cap, "available": len(items), "seed": seed}
+
+
+@dataclass
+class EncodedClassification:
+    """Token ids of classification texts with their gold labels (and label ids, -100 where unknown)."""
+
+    ids: list[list[int]]
+    gold: list[str]
+    gold_ids: list[int]
+    truncated: int
+
+
+@dataclass
+class EncodedTagging:
+    """Windows of tagged sentences with their gold tags (and per-window label ids, -100 where unknown)."""
+
+    encodings: list[WordEncoding]
+    gold: list[list[str]]
+    gold_ids: list[list[list[int]]]
+    windows: int
+
+
+def encode_classification(
+    tokenizer: Any, texts: Sequence[str], labels: Sequence[str], max_length: int, label2id: Mapping[str, int]
+) -> EncodedClassification:
+    """Token ids truncated to `max_length`, counting the texts that were cut."""
+    if not texts:
+        return EncodedClassification([], [], [], 0)
+    full = tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]
+    cut = tokenizer(list(texts), truncation=True, max_length=max_length, verbose=False)["input_ids"]
+    truncated = sum(len(a) > len(b) for a, b in zip(full, cut, strict=True))
+    gold_ids = [label2id.get(label, IGNORE_INDEX) for label in labels]
+    return EncodedClassification([list(ids) for ids in cut], list(labels), gold_ids, truncated)
+
+
+def encode_tagging(
+    tokenizer: Any,
+    sentences: Sequence[Sequence[str]],
+    tags: Sequence[Sequence[str]],
+    max_length: int,
+    stride: int,
+    label2id: Mapping[str, int],
+) -> EncodedTagging:
+    """Each sentence's words in windows (no truncation), with its gold tags."""
+    encodings = [words_to_windows(tokenizer, words, max_length, stride) for words in sentences]
+    gold_ids = [enc.labels(t, label2id, skip_unknown=True) for enc, t in zip(encodings, tags, strict=True)]
+    return EncodedTagging(encodings, [list(t) for t in tags], gold_ids, sum(len(e.windows) for e in encodings))
+
+
+def encode_split(
+    tokenizer: Any,
+    task: str,
+    examples: Sequence[Any],
+    label2id: Mapping[str, int],
+    max_length: int,
+    stride: int,
+) -> EncodedClassification | EncodedTagging:
+    """Encode a split's examples for evaluation: texts for classification, windows of words for NER."""
+    if task == "ner":
+        tokens, tags = [e.tokens for e in examples], [e.tags for e in examples]
+        return encode_tagging(tokenizer, tokens, tags, max_length, stride, label2id)
+    texts, labels = [e.text for e in examples], [e.label for e in examples]
+    return encode_classification(tokenizer, texts, labels, max_length, label2id)
+
+
+def score_split(
+    model: Any,
+    head: str,
+    encoded: EncodedClassification | EncodedTagging,
+    labels: Sequence[str],
+    pad_id: int,
+    batch_size: int,
+) -> dict[str, float]:
+    """The task's figures (and mean loss over known labels) of the model on an encoded split."""
+    from langadapt.training.metrics import classification_metrics, ner_metrics
+
+    if isinstance(encoded, EncodedTagging):
+        tagged = predict_tagging(model, head, encoded.encodings, pad_id, batch_size, encoded.gold_ids)
+        figures = ner_metrics(encoded.gold, _tags(tagged.labels, labels))
+        loss = tagged.loss
+    else:
+        predicted = predict_classification(model, head, encoded.ids, pad_id, batch_size, encoded.gold_ids)
+        figures = classification_metrics(encoded.gold, [labels[k] for k in predicted.labels])
+        loss = predicted.loss
+    return {**figures, "loss": loss} if loss is not None else figures
+
+
+def majority_figures(encoded: EncodedClassification | EncodedTagging, train_majority: str | None) -> dict[str, float]:
+    """The majority baseline on an encoded split: all `O` for NER, the training majority label otherwise."""
+    from langadapt.training.metrics import classification_majority_baseline, ner_majority_baseline
+
+    if isinstance(encoded, EncodedTagging):
+        return ner_majority_baseline(encoded.gold)
+    if train_majority is None:
+        return {}
+    return classification_majority_baseline([train_majority], encoded.gold)
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """Right-pad integer rows into one tensor."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def _batch_inputs(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Padded input ids and attention mask."""
+    return {"input_ids": _pad(rows, pad_id), "attention_mask": _pad([[1] * len(r) for r in rows], 0)}
+
+
+def _logits(model: Any, head: str, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The named head's logits for a batch."""
+    return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], head=head).logits
+
+
+@dataclass
+class Predictions:
+    """Predicted label index and probability per item (per word for NER), and the mean loss when gold was given."""
+
+    labels: list[Any]
+    scores: list[Any]
+    loss: float | None = None
+
+
+class _LossMeter:
+    """Sums cross-entropy over labelled positions across batches."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, logits: torch.Tensor, gold: torch.Tensor) -> None:
+        """Add one batch's summed loss over positions whose gold label is not -100."""
+        import torch
+
+        flat_logits, flat_gold = logits.reshape(-1, logits.size(-1)), gold.reshape(-1)
+        keep = flat_gold != IGNORE_INDEX
+        if bool(keep.any()):
+            loss = torch.nn.functional.cross_entropy(flat_logits[keep].float(), flat_gold[keep], reduction="sum")
+            self.total += float(loss)
+            self.count += int(keep.sum())
+
+    @property
+    def mean(self) -> float | None:
+        """The mean loss per labelled position, None when nothing was labelled."""
+        return self.total / self.count if self.count else None
+
+
+def predict_classification(
+    model: Any,
+    head: str,
+    rows: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int,
+    gold: Sequence[int] | None = None,
+) -> Predictions:
+    """Label index and probability per text (batches sorted by length); mean loss against `gold` ids if given."""
+    import torch
+
+    model.eval()
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    labels, scores = [0] * len(rows), [0.0] * len(rows)
+    meter = _LossMeter()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            logits = _logits(model, head, _batch_inputs([rows[i] for i in chunk], pad_id))
+            if gold is not None:
+                meter.add(logits, torch.tensor([gold[i] for i in chunk], dtype=torch.long))
+            best, index = logits.float().softmax(-1).max(-1)
+            for i, p, k in zip(chunk, best.tolist(), index.tolist(), strict=True):
+                labels[i], scores[i] = k, p
+    return Predictions(labels, scores, meter.mean)
+
+
+def predict_tagging(
+    model: Any,
+    head: str,
+    encodings: Sequence[WordEncoding],
+    pad_id: int,
+    batch_size: int,
+    gold: Sequence[Sequence[Sequence[int]]] | None = None,
+) -> Predictions:
+    """Per sentence, per word: label index and probability, read from each word's owning window.
+
+    Words the tokenizer dropped entirely get label index -1. `gold`, per sentence per window, are label ids
+    laid out as `WordEncoding.labels` gives them; with it the mean loss over labelled words is returned.
+    """
+    import torch
+
+    model.eval()
+    flat = [(s, w) for s, enc in enumerate(encodings) for w in range(len(enc.windows))]
+    order = sorted(range(len(flat)), key=lambda i: len(encodings[flat[i][0]].windows[flat[i][1]].input_ids))
+    indices: list[list[list[int]]] = [[[] for _ in enc.windows] for enc in encodings]
+    probs: list[list[list[float]]] = [[[] for _ in enc.windows] for enc in encodings]
+    meter = _LossMeter()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = [flat[i] for i in order[start : start + batch_size]]
+            rows = [encodings[s].windows[w].input_ids for s, w in chunk]
+            logits = _logits(model, head, _batch_inputs(rows, pad_id))
+            if gold is not None:
+                meter.add(logits, _pad([gold[s][w] for s, w in chunk], IGNORE_INDEX))
+            best, index = logits.float().softmax(-1).max(-1)
+            for j, (s, w) in enumerate(chunk):
+                n = len(rows[j])
+                indices[s][w] = index[j, :n].tolist()
+                probs[s][w] = best[j, :n].tolist()
+    return Predictions(
+        [merge_windows(enc, indices[s], -1) for s, enc in enumerate(encodings)],
+        [merge_windows(enc, probs[s], 0.0) for s, enc in enumerate(encodings)],
+        meter.mean,
+    )
+
+
+def _tags(indices: Sequence[Sequence[int]], labels: Sequence[str]) -> list[list[str]]:
+    """Label names from indices; dropped words (-1) are `O`."""
+    return [[labels[k] if k >= 0 else OUTSIDE for k in sentence] for sentence in indices]
+
+
+def _collate(pad_id: int) -> Callable[[Sequence[Any], Any], dict[str, torch.Tensor]]:
+    """Batch (input ids, label or per-token labels) rows, padding ids with `pad_id` and labels with -100."""
+
+    def collate(rows: Sequence[Any], gen: Any) -> dict[str, torch.Tensor]:
+        batch = _batch_inputs([r[0] for r in rows], pad_id)
+        labels = [r[1] for r in rows]
+        batch["labels"] = _pad([labels], IGNORE_INDEX)[0] if isinstance(labels[0], int) else _pad(labels, IGNORE_INDEX)
+        return batch
+
+    return collate
+
+
+def _loss(head: str) -> Callable[[Any, Any], torch.Tensor]:
+    """Cross-entropy of the head's logits, ignoring -100 labels."""
+
+    def loss_fn(model: Any, batch: Any) -> torch.Tensor:
+        import torch
+
+        logits = _logits(model, head, batch)
+        labels = batch["labels"]
+        if not bool((labels != IGNORE_INDEX).any()):
+            return logits.sum() * 0.0  # nothing to learn in this batch; keeps the graph and a finite loss
+        flat_logits, flat_labels = logits.reshape(-1, logits.size(-1)), labels.reshape(-1)
+        return torch.nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX)
+
+    return loss_fn
+
+
+# --------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class TaskRunResult:
+    """What a training run produced: its record, the published manifest (if any) and where things are."""
+
+    record: RunRecord
+    out_dir: Path
+    adapter_dir: Path
+    manifest: Any | None = None
+    seconds_per_step: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    model: Any = field(default=None, repr=False)  # the trained model, best checkpoint loaded, in eval mode
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly digest for the CLI."""
+        return {
+            "id": self.record.adapter_id,
+            "version": self.record.adapter_version,
+            "variant": self.record.variant,
+            "language": self.record.language,
+            "task": self.record.task,
+            "metrics": self.record.metrics,
+            "majority": self.record.majority,
+            "validation": self.record.validation,
+            "steps": self.record.steps,
+            "seconds_per_step": self.seconds_per_step,
+            "duration_s": self.record.duration_s,
+            "out_dir": str(self.out_dir),
+            "adapter_dir": str(self.adapter_dir),
+        }
+
+
+def _sha256(path: Path) -> str:
+    """sha256 of a data file, for the manifest's provenance."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_split(
+    path: Path,
+    task: str,
+    *,
+    data_format: str = "auto",
+    text_column: str | None = None,
+    label_column: str | None = None,
+    on_bad_row: Literal["error", "skip"] = "error",
+    labels: Sequence[str] | None = None,
+) -> Any:
+    """Read one split of a task's data with the given reader options; a missing file is a user error."""
+    from langadapt.training.readers import read_classification, read_ner
+
+    if not Path(path).is_file():
+        raise LangadaptError(f"data file {path} does not exist", "check the --train/--dev/--test paths")
+    if task == "ner":
+        if data_format not in ("auto", "masakhaner", "conll"):
+            raise LangadaptError(f"--format {data_format} is not a NER format", "use auto, masakhaner or conll for NER")
+        return read_ner(path, fmt=data_format, on_bad_row=on_bad_row)  # type: ignore[arg-type]
+    return read_classification(
+        path,
+        fmt=data_format,  # type: ignore[arg-type]
+        text_column=text_column,
+        label_column=label_column,
+        on_bad_row=on_bad_row,
+        labels=labels,
+    )
+
+
+def _read(settings: TaskTrainSettings, path: Path, labels: Sequence[str] | None = None) -> Any:
+    """Read one split with the settings' reader options."""
+    return read_split(
+        path,
+        settings.task,
+        data_format=settings.data_format,
+        text_column=settings.text_column,
+        label_column=settings.label_column,
+        on_bad_row=settings.on_bad_row,
+        labels=labels,
+    )
+
+
+@dataclass
+class _Splits:
+    """Examples of each split after caps, with the label list and what was capped."""
+
+    train: list[Any]
+    dev: list[Any]
+    test: list[Any]
+    labels: list[str]
+    train_labels: list[str]
+    caps: dict[str, Any]
+
+
+def _load_splits(settings: TaskTrainSettings) -> _Splits:
+    """Read train/dev/test, take the label list from the whole training file, apply the seeded caps.
+
+    Without a dev file a seeded 10% of train is held out for validation. Classification dev/test rows with a
+    label the training file lacks are bad rows (the head could never predict them); NER tags are scored as
+    strings, so unseen tags in dev/test simply count as misses.
+    """
+    train = _read(settings, settings.train)
+    log.info("%s: %s", settings.train, train.describe())
+    if not train.examples:
+        raise LangadaptError(f"{settings.train} holds no examples", "check the file and its columns")
+    labels = complete_iob2_labels(train.labels) if settings.task == "ner" else list(train.labels)
+    fixed = None if settings.task == "ner" else labels
+    caps: dict[str, Any] = {}
+    train_examples = list(train.examples)
+    if settings.dev is not None:
+        dev = _read(settings, settings.dev, fixed)
+        log.info("%s: %s", settings.dev, dev.describe())
+        dev_examples = list(dev.examples)
+    else:
+        held = set(_permutation(len(train_examples), settings.seed)[: max(1, round(0.1 * len(train_examples)))])
+        dev_examples = [ex for i, ex in enumerate(train_examples) if i in held]
+        train_examples = [ex for i, ex in enumerate(train_examples) if i not in held]
+        caps["dev_from_train"] = {"held_out": len(held), "seed": settings.seed}
+    test_examples = list(_read(settings, settings.test, fixed).examples) if settings.test is not None else []
+    train_examples, caps["train"] = seeded_sample(train_examples, settings.max_train_examples, settings.seed)
+    dev_examples, caps["dev"] = seeded_sample(dev_examples, settings.max_eval_examples, settings.seed + 1)
+    test_examples, caps["test"] = seeded_sample(test_examples, settings.max_test_examples, settings.seed + 2)
+    if not train_examples or not dev_examples:
+        raise LangadaptError("the training or validation split is empty", "pass --train and --dev files with examples")
+    if settings.task == "ner":
+        train_labels = [tag for ex in train_examples for tag in ex.tags]
+    else:
+        train_labels = [ex.label for ex in train_examples]
+    caps = {k: v for k, v in caps.items() if v is not None}
+    return _Splits(train_examples, dev_examples, test_examples, labels, train_labels, caps)
+
+
+def _prepare_model(
+    settings: TaskTrainSettings, info: Any, name: str, labels: Sequence[str], store: Any
+) -> tuple[Any, Any]:
+    """The model for the variant: task adapter (+ language adapter) + head, or the whole model + head."""
+    import torch
+    from adapters.composition import Stack
+
+    from langadapt.training.modeling import (
+        activate,
+        add_head,
+        add_task_adapter,
+        drop_heads,
+        load_adapter_model,
+        load_language_adapter,
+        module_name,
+        quiet_activation,
+    )
+
+    model = load_adapter_model(info)
+    drop_heads(model)
+    torch.manual_seed(settings.seed)
+    lang_manifest = None
+    if settings.full_finetune:
+        add_head(model, name, settings.task, labels)
+        model.active_head = name
+        model.train()
+        for param_name, param in model.named_parameters():
+            # The pooler feeds no head here (heads read the first token's hidden state directly).
+            param.requires_grad = ".pooler." not in f".{param_name}"
+        return model, None
+    if settings.lang_adapter:
+        lang_manifest = load_language_adapter(model, store, settings.lang_adapter, settings.lang_adapter_version)
+    add_task_adapter(model, name, settings.kind)
+    add_head(model, name, settings.task, labels)
+    with quiet_activation():
+        model.train_adapter(Stack(name))
+    activate(model, name, module_name(lang_manifest.id) if lang_manifest else None)
+    for param_name, param in model.named_parameters():  # only this task's head trains among the heads
+        if param_name.startswith("heads.") and not param_name.startswith(f"heads.{name}."):
+            param.requires_grad = False
+    return model, lang_manifest
+
+
+def _task_loop(base: type, head_prefix: str, head_lr: float | None) -> type:
+    """The training loop class, with the head's parameters in their own AdamW groups at `head_lr` when given.
+
+    A small encoder's first-token state can vary little between texts (multilingual-e5-small: per-dimension
+    std about 0.06 on SIB-200), so a head started from N(0, 0.02) weights needs a larger step than the adapters.
+    """
+    if head_lr is None:
+        return base
+
+    class TaskLoop(base):  # type: ignore[valid-type, misc]
+        """TrainLoop whose optimizer gives the head its own peak learning rate (same warm-up and decay)."""
+
+        def _build_optimizer(self) -> Any:
+            import torch
+
+            optimizer = super()._build_optimizer()
+            head = {id(p) for name, p in self.params.items() if name.startswith(head_prefix)}
+            groups = []
+            for group in optimizer.param_groups:
+                settings = {k: v for k, v in group.items() if k not in ("params", "initial_lr")}
+                for is_head in (False, True):
+                    params = [p for p in group["params"] if (id(p) in head) == is_head]
+                    if params:
+                        groups.append({**settings, "params": params} | ({"lr": head_lr} if is_head else {}))
+            return torch.optim.AdamW(groups, lr=self.config.learning_rate)
+
+    return TaskLoop
+
+
+def _training_rows(
+    tokenizer: Any, task: str, examples: Sequence[Any], label2id: Mapping[str, int], max_length: int, stride: int
+) -> tuple[list[tuple[list[int], Any]], int]:
+    """Training rows, plus how many texts were cut (classification) or extra windows made (NER).
+
+    Rows are (input ids, label id) per text, or (input ids, per-token label ids) per NER window with a label.
+    """
+    if task != "ner":
+        encoded = encode_classification(
+            tokenizer, [e.text for e in examples], [e.label for e in examples], max_length, label2id
+        )
+        return list(zip(encoded.ids, encoded.gold_ids, strict=True)), encoded.truncated
+    rows: list[tuple[list[int], Any]] = []
+    for ex in examples:
+        for window in encode_words(tokenizer, ex.tokens, ex.tags, label2id, max_length, stride):
+            if any(label != IGNORE_INDEX for label in window["labels"]):
+                rows.append((window["input_ids"], window["labels"]))
+    return rows, len(rows) - len(examples)
+
+
+def _overflow(train: int, dev: EncodedClassification | EncodedTagging, test: Any) -> dict[str, int]:
+    """What did not fit `max_length`: texts cut (classification) or extra windows made (NER), per split."""
+    if isinstance(dev, EncodedTagging):
+        extra = {"dev": dev.windows - len(dev.gold), "test": test.windows - len(test.gold)}
+        return {f"{split}_extra_windows": n for split, n in {"train": train, **extra}.items()}
+    return {"train_texts_cut": train, "dev_texts_cut": dev.truncated, "test_texts_cut": test.truncated}
+
+
+def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
+    """Train, select by validation, test, save, publish and record one task adapter (or baseline) run."""
+    import torch
+
+    from langadapt.models.base import load_tokenizer, resolve_base_model
+    from langadapt.models.language import canonical_language
+    from langadapt.models.manifest import Manifest, TrainingInfo, adapter_id
+    from langadapt.models.store import AdapterStore
+    from langadapt.training.loop import LoopConfig, TrainLoop, load_trainable_state
+    from langadapt.training.metrics import majority_label, selection_metric
+    from langadapt.training.modeling import FULL_KIND, HEAD_TYPES, module_name, save_task_adapter
+
+    started = time.perf_counter()
+    language = canonical_language(settings.language)
+    task = settings.task
+    adapter_name = settings.adapter_id or adapter_id(language, task, FULL_KIND if settings.full_finetune else None)
+    name = module_name(adapter_name)
+    metric = selection_metric(task)
+    store = AdapterStore(settings.store)
+    splits = _load_splits(settings)  # data problems surface before any model is loaded
+    if settings.lang_adapter:
+        store.get(settings.lang_adapter, settings.lang_adapter_version)  # so does a missing language adapter
+    info = resolve_base_model(settings.base)
+    tokenizer = load_tokenizer(info)
+    labels = splits.labels
+    label2id = {label: i for i, label in enumerate(labels)}
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    stride = window_stride(tokenizer, settings.max_length, settings.stride)
+    train_rows, train_overflow = _training_rows(tokenizer, task, splits.train, label2id, settings.max_length, stride)
+    dev_enc = encode_split(tokenizer, task, splits.dev, label2id, settings.max_length, stride)
+    test_enc = encode_split(tokenizer, task, splits.test, label2id, settings.max_length, stride)
+
+    model, lang_manifest = _prepare_model(settings, info, name, labels, store)
+    variant = f"lang+task:{lang_manifest.kind}" if lang_manifest else settings.variant
+    timer = {"eval_s": 0.0, "train_s": 0.0, "steps": 0}
+
+    def evaluate(_: Any) -> dict[str, float]:
+        t0 = time.perf_counter()
+        figures = score_split(model, name, dev_enc, labels, pad_id, settings.eval_batch_size)
+        timer["eval_s"] += time.perf_counter() - t0
+        return figures
+
+    base_loss = _loss(name)
+
+    def timed_loss(m: Any, batch: Any) -> torch.Tensor:
+        timer["steps"] += 1
+        return base_loss(m, batch)
+
+    steps_per_epoch = math.ceil(len(train_rows) / settings.batch_size)
+    out_dir = settings.out or Path("runs") / f"{adapter_name}-{variant.replace(':', '-').replace('+', '_')}"
+    out_dir = Path(out_dir)
+    config = LoopConfig(
+        learning_rate=settings.resolved_learning_rate(),
+        batch_size=settings.batch_size,
+        weight_decay=settings.weight_decay,
+        warmup_ratio=settings.warmup_ratio,
+        epochs=settings.resolved_epochs(),
+        eval_every=settings.eval_every or steps_per_epoch,
+        patience=settings.patience or None,
+        metric=metric,
+        greater_is_better=True,
+        seed=settings.seed,
+        progress=settings.progress,
+        description=f"{adapter_name} {variant}",
+    )
+    model.train()
+    loop = _task_loop(TrainLoop, f"heads.{name}.", settings.head_learning_rate)(
+        model, train_rows, _collate(pad_id), timed_loss, evaluate, config, work_dir=out_dir / WORK_DIR
+    )
+    train_started = time.perf_counter()
+    result = loop.run()
+    timer["train_s"] = time.perf_counter() - train_started - timer["eval_s"]
+    load_trainable_state(model, result.best_state)
+    model.eval()
+
+    test_metrics: dict[str, float] = {}
+    majority: dict[str, float] = {}
+    train_majority = majority_label(splits.train_labels) if task != "ner" else None
+    if splits.test:
+        test_metrics = score_split(model, name, test_enc, labels, pad_id, settings.eval_batch_size)
+        majority = majority_figures(test_enc, train_majority)
+
+    adapter_dir = out_dir / ADAPTER_DIR
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    save_task_adapter(model, name, adapter_dir, fp16=settings.fp16_weights, full_model=settings.full_finetune)
+
+    data_paths = [p for p in (settings.train, settings.dev, settings.test) if p is not None]
+    licence = settings.licence or guess_licence(data_paths)
+    seconds_per_step = timer["train_s"] / timer["steps"] if timer["steps"] else None
+    details: dict[str, Any] = {
+        "variant": variant,
+        "selection_metric": metric,
+        "best_step": result.best_step,
+        "stopped_early": result.stopped_early,
+        "epochs": config.epochs,
+        "learning_rate": config.learning_rate,
+        "head_learning_rate": settings.head_learning_rate or config.learning_rate,
+        "eval_every": config.eval_every,
+        "caps": splits.caps,
+        "overflow": _overflow(train_overflow, dev_enc, test_enc),
+        "examples": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test)},
+        "seconds_per_step": seconds_per_step,
+        "eval_seconds": timer["eval_s"],
+        "torch_threads": torch.get_num_threads(),
+    }
+    settings_dump = settings.model_dump(mode="json")
+    extra: dict[str, Any] = {
+        **details,
+        "max_length": settings.max_length,
+        "stride": stride,
+        "weights_dtype": "float16" if settings.fp16_weights else "float32",
+        "data_sha256": {str(p): _sha256(p) for p in data_paths},
+        "language_adapter": {"id": lang_manifest.id, "version": lang_manifest.version} if lang_manifest else None,
+    }
+    if train_majority is not None:
+        extra["majority_label"] = train_majority
+    adapter_config_file = adapter_dir / "adapter_config.json"
+    adapter_config = {}
+    if adapter_config_file.is_file():
+        adapter_config = json.loads(adapter_config_file.read_text(encoding="utf-8"))
+    manifest = Manifest(
+        id=adapter_name,
+        language=language,
+        task=task,
+        kind=FULL_KIND if settings.full_finetune else settings.kind,
+        labels=labels,
+        head_type=HEAD_TYPES[task],
+        base_model=info.id,
+        base_fingerprint=info.fingerprint,
+        adapter_config=adapter_config,
+        metrics={
+            "test": test_metrics,
+            "majority": majority,
+            "validation": result.best_metrics,
+            "selection_metric": metric,
+        },
+        training=TrainingInfo(
+            data=[str(p) for p in data_paths], licence=licence, steps=result.steps, params=settings_dump
+        ),
+        artifact="model" if settings.full_finetune else "adapter",
+        extra=extra,
+    )
+    published = store.publish(adapter_dir, manifest) if settings.publish else None
+    (adapter_dir / "manifest.json").write_text((published or manifest).model_dump_json(indent=2), encoding="utf-8")
+
+    record = RunRecord(
+        kind_of_run="train-task",
+        language=language,
+        task=task,
+        variant=variant,
+        adapter_kind=FULL_KIND if settings.full_finetune else settings.kind,
+        base_model=info.id,
+        adapter_id=adapter_name,
+        adapter_version=published.version if published else None,
+        language_adapter_id=lang_manifest.id if lang_manifest else None,
+        metrics=test_metrics,
+        majority=majority,
+        validation=result.best_metrics,
+        data=[str(p) for p in data_paths],
+        licence=licence,
+        steps=result.steps,
+        duration_s=time.perf_counter() - started,
+        settings={**settings_dump, "details": details, "history": result.history},
+    )
+    record.write(out_dir)
+    if not settings.keep_checkpoint:
+        shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
+    return TaskRunResult(record, out_dir, adapter_dir, published, seconds_per_step, result.history, model)
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvalResult:
+    """Test figures of a stored task adapter, beside the majority baseline."""
+
+    record: RunRecord
+    manifest: Any
+    metrics: dict[str, float]
+    majority: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly digest for the CLI."""
+        return {
+            "id": self.manifest.id,
+            "version": self.manifest.version,
+            "task": self.manifest.task,
+            "language": self.manifest.language,
+            "variant": self.record.variant,
+            "metrics": self.metrics,
+            "majority": self.majority,
+            "examples": self.record.settings.get("examples"),
+        }
+
+
+def evaluate_task_adapter(
+    adapter: str,
+    test: Path,
+    *,
+    store: Path | None = None,
+    version: int | None = None,
+    base: str | None = None,
+    lang_adapter: str | None = None,
+    data_format: str = "auto",
+    text_column: str | None = None,
+    label_column: str | None = None,
+    on_bad_row: Literal["error", "skip"] = "error",
+    max_examples: int | None = None,
+    batch_size: int = 64,
+    seed: int = 42,
+    out: Path | None = None,
+) -> EvalResult:
+    """Score a stored task adapter (with its recorded language adapter) on a test file, beside the majority."""
+    from langadapt.models.base import load_tokenizer, resolve_base_model
+    from langadapt.models.store import AdapterStore
+    from langadapt.training.modeling import (
+        FULL_KIND,
+        HEAD_TYPES,
+        drop_heads,
+        load_adapter_model,
+        load_stack,
+        module_name,
+    )
+
+    started = time.perf_counter()
+    adapter_store = AdapterStore(store)
+    manifest = adapter_store.get(adapter, version)
+    if manifest.task not in HEAD_TYPES:
+        raise LangadaptError(f"{manifest.id} is a {manifest.task} adapter", "pass a topic, sentiment or ner adapter")
+    info = resolve_base_model(base or manifest.base_model)
+    tokenizer = load_tokenizer(info)
+    model = load_adapter_model(info)
+    drop_heads(model)
+    manifest, lang_manifest = load_stack(
+        model, adapter_store, manifest.id, manifest.version, language_adapter=lang_adapter
+    )
+    model.eval()
+    labels = list(manifest.labels)
+    name = module_name(manifest.id)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    max_length = int(manifest.extra.get("max_length", 128))
+    stride = window_stride(tokenizer, max_length, manifest.extra.get("stride"))
+    read = read_split(
+        Path(test),
+        manifest.task,
+        data_format=data_format,
+        text_column=text_column,
+        label_column=label_column,
+        on_bad_row=on_bad_row,
+    )
+    examples, cap = seeded_sample(list(read.examples), max_examples, seed)
+    if not examples:
+        raise LangadaptError(f"{test} holds no examples", "check the file and its columns")
+    label2id = {label: i for i, label in enumerate(labels)}
+    encoded = encode_split(tokenizer, manifest.task, examples, label2id, max_length, stride)
+    metrics = score_split(model, name, encoded, labels, pad_id, batch_size)
+    majority = majority_figures(encoded, manifest.extra.get("majority_label"))
+    kind_variant = (
+        "full-ft"
+        if manifest.kind == FULL_KIND
+        else (f"lang+task:{lang_manifest.kind}" if lang_manifest else f"task-only:{manifest.kind}")
+    )
+    record = RunRecord(
+        kind_of_run="eval-task",
+        language=manifest.language,
+        task=manifest.task,
+        variant=kind_variant,
+        adapter_kind=manifest.kind,
+        base_model=info.id,
+        adapter_id=manifest.id,
+        adapter_version=manifest.version,
+        language_adapter_id=lang_manifest.id if lang_manifest else None,
+        metrics=metrics,
+        majority=majority,
+        data=[str(test)],
+        licence=manifest.training.licence,
+        duration_s=time.perf_counter() - started,
+        settings={"examples": len(examples), "cap": cap, "max_length": max_length, "stride": stride},
+    )
+    if out is not None:
+        record.write(Path(out))
+    return EvalResult(record, manifest, metrics, majority)

@@ -1,0 +1,106 @@
+"""The `langadapt` command end to end: JSON output, store management and friendly errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from langadapt.cli import app
+from langadapt.models.base import resolve_base_model
+
+runner = CliRunner()
+
+
+def run_json(*args: str) -> object:
+    """Run the CLI with --json and parse its output, failing with the output on a non-zero exit."""
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_model_info_on_a_local_directory(tiny_xlmr_dir: Path) -> None:
+    info = run_json("model", "info", str(tiny_xlmr_dir))
+    assert isinstance(info, dict)
+    assert set(info) == {"id", "path", "fingerprint", "num_layers", "hidden_size", "vocab_size", "source"}
+    assert (info["num_layers"], info["hidden_size"], info["source"]) == (2, 32, "local")
+    assert info["fingerprint"] == resolve_base_model(str(tiny_xlmr_dir)).fingerprint
+
+
+def test_model_info_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["model", "info", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "error:" in result.output
+    assert "hint:" in result.output
+
+
+def test_adapter_kinds_report_computed_counts(tiny_bert_dir: Path) -> None:
+    data = run_json("adapters", "kinds", "--base", str(tiny_bert_dir))
+    assert isinstance(data, dict)
+    counts = {row["name"]: row["parameters"] for row in data["kinds"]}
+    # tiny BERT: 2 layers, hidden 32, reduction 16 -> bottleneck 2: (32*2+2 + 2*32+32) per layer
+    assert counts["seq_bn"] == 2 * (32 * 2 + 2 + 2 * 32 + 32)
+    # LoRA r=8 on q and v: 2 matrices * (8*32 + 32*8) per layer
+    assert counts["lora"] == 2 * 2 * (8 * 32 + 32 * 8)
+    assert counts["seq_bn_inv"] > counts["seq_bn"]
+
+
+def write_folder(folder: Path, language: str = "yor_Latn") -> Path:
+    """A publishable folder: safetensors weights plus a manifest.json."""
+    folder.mkdir(parents=True)
+    save_file({"w": torch.ones(2, 2)}, folder / "adapter.safetensors")
+    manifest = {
+        "id": f"{language}-topic",
+        "language": language,
+        "task": "topic",
+        "kind": "seq_bn",
+        "labels": ["a", "b"],
+        "head_type": "classification",
+        "base_model": "tiny",
+        "base_fingerprint": "f" * 64,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_store_commands_round_trip(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    first = run_json("adapters", "publish", str(write_folder(tmp_path / "a")), "--store", store)
+    second = run_json("adapters", "publish", str(write_folder(tmp_path / "b")), "--store", store)
+    assert isinstance(first, dict) and isinstance(second, dict)
+    assert (first["version"], second["version"]) == (1, 2)
+
+    listed = run_json("adapters", "list", "--store", store, "--lang", "yo")
+    assert [(row["id"], row["version"]) for row in listed] == [("yor_Latn-topic", 2)]  # type: ignore[union-attr]
+    shown = run_json("adapters", "show", "yor_Latn-topic", "--version", "1", "--store", store)
+    assert isinstance(shown, dict) and shown["version"] == 1 and "adapter.safetensors" in shown["files"]
+    assert run_json("adapters", "verify", "--store", store) == {"ok": True, "problems": []}
+
+    weights = tmp_path / "store" / "adapters" / "yor_Latn-topic" / "2" / "adapter.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x00\x00")
+    result = runner.invoke(app, ["adapters", "verify", "--store", store, "--json"])
+    assert result.exit_code == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert [(p["id"], p["version"], p["file"]) for p in problems] == [("yor_Latn-topic", 2, "adapter.safetensors")]
+
+    removed = run_json("adapters", "remove", "yor_Latn-topic", "--store", store)
+    assert removed == {"removed": "yor_Latn-topic", "version": None}
+    assert run_json("adapters", "list", "--store", store) == []
+
+
+def test_publishing_a_folder_without_manifest_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["adapters", "publish", str(tmp_path / "empty"), "--store", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "manifest.json" in result.output
+
+
+@pytest.mark.parametrize("code", ["yorr", "xx"])
+def test_unknown_language_filter_suggests_codes(tmp_path: Path, code: str) -> None:
+    result = runner.invoke(app, ["adapters", "list", "--store", str(tmp_path), "--lang", code])
+    assert result.exit_code == 2
+    assert "error:" in result.output
