@@ -495,3 +495,18 @@ def test_cli_user_errors_exit_2_with_a_hint(cli: Any, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["train", "task", "--lang", "yo", "--task", "topic", "--train", str(missing)])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_repair_iob_is_opt_in_for_ner_splits(tmp_path: Path) -> None:
+    """A stray I- tag fails strict reading with its line, and is read as B- only when repair is asked for."""
+    from langadapt.errors import DataFormatError
+    from langadapt.training.task_adapter import read_split
+
+    conll = tmp_path / "train.txt"
+    conll.write_text("Ade B-PER\nlọ O\nsí O\nÈkó I-LOC\n\nOjo B-PER\n", encoding="utf-8")
+    with pytest.raises(DataFormatError) as caught:
+        read_split(conll, "ner")
+    assert caught.value.line == 4
+    repaired = read_split(conll, "ner", repair_iob=True)
+    assert [ex.tags for ex in repaired.examples] == [["B-PER", "O", "O", "B-LOC"], ["B-PER"]]
+    assert len(repaired.repaired) == 1

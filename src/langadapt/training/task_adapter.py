@@ -125,6 +125,9 @@ class TaskTrainSettings(BaseModel):
     text_column: str | None = Field(default=None, description="Text column of a generic table.")
     label_column: str | None = Field(default=None, description="Label column of a generic table.")
     on_bad_row: Literal["error", "skip"] = Field(default="error", description="Malformed rows: error or skip.")
+    repair_iob: bool = Field(
+        default=False, description="NER: read an I-X that follows O or another type as B-X (listed, never silent)."
+    )
     publish: bool = Field(default=True, description="Publish the adapter to the store.")
     keep_checkpoint: bool = Field(default=False, description="Keep the resumable checkpoint after success.")
     progress: bool = Field(default=True, description="Show a progress bar.")
@@ -555,6 +558,7 @@ def read_split(
     label_column: str | None = None,
     on_bad_row: Literal["error", "skip"] = "error",
     labels: Sequence[str] | None = None,
+    repair_iob: bool = False,
 ) -> Any:
     """Read one split of a task's data with the given reader options; a missing file is a user error."""
     from langadapt.training.readers import read_classification, read_ner
@@ -564,7 +568,7 @@ def read_split(
     if task == "ner":
         if data_format not in ("auto", "masakhaner", "conll"):
             raise LangadaptError(f"--format {data_format} is not a NER format", "use auto, masakhaner or conll for NER")
-        return read_ner(path, fmt=data_format, on_bad_row=on_bad_row)  # type: ignore[arg-type]
+        return read_ner(path, fmt=data_format, on_bad_row=on_bad_row, repair_iob=repair_iob)  # type: ignore[arg-type]
     return read_classification(
         path,
         fmt=data_format,  # type: ignore[arg-type]
@@ -585,6 +589,7 @@ def _read(settings: TaskTrainSettings, path: Path, labels: Sequence[str] | None 
         label_column=settings.label_column,
         on_bad_row=settings.on_bad_row,
         labels=labels,
+        repair_iob=settings.repair_iob,
     )
 
 
