@@ -1,0 +1,87 @@
+"""Export artifacts in the store: their ids, the staging folder they are built in, and publishing them.
+
+An artifact is a store version folder like any adapter's: ``model.onnx`` plus the ``manifest.json`` the store
+writes (with the sha256 of the graph). Fused artifacts are named after their stack and precision
+(``yor_Latn-ner.yor_Latn-mlm-seq_bn.onnx-int8``); the swappable graph after the base fingerprint
+(``onnx-swappable-<first 16 hex digits>``). Everything is built in a temporary folder that is removed whatever
+happens, and published only after its parity check passed, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from langadapt.export.errors import ExportError
+from langadapt.export.runtime import GRAPH_FILE
+
+if TYPE_CHECKING:
+    from langadapt.export.reference import StackSources
+    from langadapt.models.manifest import Manifest
+    from langadapt.models.store import AdapterStore
+
+__all__ = [
+    "FUSED_ARTIFACT",
+    "GRAPH_FILE",
+    "SWAPPABLE_ARTIFACT",
+    "check_out",
+    "fused_id",
+    "library_versions",
+    "publish_artifact",
+    "staging",
+    "swappable_id",
+]
+
+FUSED_ARTIFACT = "onnx-fused"
+SWAPPABLE_ARTIFACT = "onnx-swappable"
+_LIBRARIES = ("torch", "transformers", "adapters", "onnx", "onnxruntime", "onnxruntime-gpu")
+
+
+def fused_id(sources: StackSources, precision: str) -> str:
+    """`<task id>[.<language adapter id>].onnx-<precision>`: one id per stack and precision."""
+    parts = [sources.task.id] + ([sources.language.id] if sources.language is not None else [])
+    return ".".join([*parts, f"onnx-{precision}"])
+
+
+def swappable_id(fingerprint: str, precision: str) -> str:
+    """`onnx-swappable-<fingerprint prefix>` (plus `-fp16`): one swappable graph per base model and precision."""
+    return f"{SWAPPABLE_ARTIFACT}-{fingerprint[:16]}" + ("" if precision == "fp32" else f"-{precision}")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that traced, optimised and checked the graph."""
+    found = {}
+    for name in _LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
+
+
+@contextlib.contextmanager
+def staging() -> Iterator[Path]:
+    """A private temporary folder for one export, removed on success and on failure alike."""
+    with tempfile.TemporaryDirectory(prefix="langadapt-export-") as folder:
+        yield Path(folder)
+
+
+def check_out(out: Path | None) -> None:
+    """Refuse an `out` folder that already holds something, before any work is done."""
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"--out {out} exists and is not an empty folder", "pass a new or empty folder")
+
+
+def publish_artifact(store: AdapterStore, graph: Path, manifest: Manifest, work: Path, out: Path | None) -> Manifest:
+    """Publish `graph` as the artifact described by `manifest`; with `out`, copy the published folder there too."""
+    check_out(out)
+    folder = work / "publish"
+    folder.mkdir()
+    shutil.move(str(graph), folder / GRAPH_FILE)
+    published = store.publish(folder, manifest)
+    if out is not None:
+        shutil.copytree(store.path(published.id, published.version), out, dirs_exist_ok=True)
+    return published
