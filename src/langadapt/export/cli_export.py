@@ -6,16 +6,13 @@ hint and exit code 2; a failed parity or checksum check in ``export verify`` pri
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from langadapt.errors import AdapterNotFoundError, LangadaptError, StoreError
+from langadapt.console import JsonFlag, StoreOption, emit, friendly_errors
+from langadapt.errors import AdapterNotFoundError, StoreError
 
 __all__ = ["export_app"]
 
@@ -24,13 +21,6 @@ export_app = typer.Typer(
     no_args_is_help=True,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
-StoreOption = Annotated[
-    Path | None,
-    typer.Option("--store", help="Adapter store directory (default: $LANGADAPT_STORE or <cache>/store)."),
-]
 OutOption = Annotated[
     Path | None, typer.Option("--out", help="Also copy the published artifact folder here (new or empty).")
 ]
@@ -50,30 +40,6 @@ EvalOption = Annotated[
     ),
 ]
 MAX_EVAL_EXAMPLES = 500
-
-
-def _friendly(func: F) -> F:
-    """A LangadaptError becomes `error:` and `hint:` lines and exit code 2, never a traceback."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except LangadaptError as err:
-            typer.echo(f"error: {err.message}", err=True)
-            if err.hint:
-                typer.echo(f"hint: {err.hint}", err=True)
-            raise typer.Exit(code=2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _emit(data: Any, as_json: bool, text: Callable[[], str]) -> None:
-    if as_json:
-        json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
-        sys.stdout.write("\n")
-    else:
-        typer.echo(text())
 
 
 def _figures(parity: dict[str, Any]) -> str:
@@ -116,7 +82,7 @@ def _labelled(path: Path | None, task: Any) -> Any:
 
 
 @export_app.command("fused")
-@_friendly
+@friendly_errors
 def fused(
     lang: Annotated[str, typer.Option("--lang", help="Language of the task adapter (any alias: yo, yor, yor_Latn).")],
     task: Annotated[str, typer.Option("--task", help="Task: topic, sentiment or ner.")],
@@ -167,11 +133,11 @@ def fused(
         lang_version=lang_version,
     )
     summary = _summary(manifest)
-    _emit(summary, as_json, lambda: f"published {manifest.id} v{manifest.version}\n" + _figures(summary["parity"]))
+    emit(summary, as_json, lambda: f"published {manifest.id} v{manifest.version}\n" + _figures(summary["parity"]))
 
 
 @export_app.command("swappable")
-@_friendly
+@friendly_errors
 def swappable(
     base: Annotated[str, typer.Option("--base", help="Base model: embedded, a local directory or a hub id.")] = (
         "embedded"
@@ -188,11 +154,11 @@ def swappable(
     manifest = export_swappable(store, base=base, precision=precision, optimize=optimize, out=out)
     summary = _summary(manifest)
     summary["check_stacks"] = manifest.extra.get("check_stacks")
-    _emit(summary, as_json, lambda: f"published {manifest.id} v{manifest.version}\n" + _figures(summary["parity"]))
+    emit(summary, as_json, lambda: f"published {manifest.id} v{manifest.version}\n" + _figures(summary["parity"]))
 
 
 @export_app.command("verify")
-@_friendly
+@friendly_errors
 def verify(
     artifact_id: Annotated[str, typer.Argument(help="Id of an onnx-fused or onnx-swappable artifact.")],
     version: Annotated[int | None, typer.Option("--version", help="Version (default: latest).")] = None,
@@ -221,8 +187,8 @@ def verify(
         where, message = f"{manifest.id} v{manifest.version}", err.message
         failure = {"ok": False, "id": manifest.id, "version": manifest.version, "error": message}
         failure["figures"] = getattr(err, "figures", {})
-        _emit(failure, as_json, lambda: f"FAILED {where}: {message}")
+        emit(failure, as_json, lambda: f"FAILED {where}: {message}")
         raise typer.Exit(code=1) from None
     result["ok"] = True
     figures = {manifest.extra.get("precision", "fp32"): result["parity"]}
-    _emit(result, as_json, lambda: f"verified {manifest.id} v{manifest.version}\n" + _figures(figures))
+    emit(result, as_json, lambda: f"verified {manifest.id} v{manifest.version}\n" + _figures(figures))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from langadapt.cli import friendly_errors
+from langadapt.console import friendly_errors
 from langadapt.serve.cli_serve import serve
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

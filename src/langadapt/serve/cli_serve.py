@@ -233,6 +233,6 @@ def parse_workers(spec: str, tasks: tuple[str, ...]) -> int | dict[str, int]:
 
 def register(app: typer.Typer) -> None:
     """Add `serve` to the main CLI, with its error handling."""
-    from langadapt.cli import friendly_errors
+    from langadapt.console import friendly_errors
 
     app.command("serve")(friendly_errors(serve))

@@ -27,7 +27,7 @@ def _opt(name: str, *flags: str) -> Any:
 
 def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
     """Print through the main CLI's `emit` (JSON, or the given text)."""
-    from langadapt.cli import emit
+    from langadapt.console import emit
 
     emit(data, as_json, lambda: text)
 
@@ -189,7 +189,7 @@ def report(
 
 def register(train_app: typer.Typer, eval_app: typer.Typer, root_app: typer.Typer) -> None:
     """Add `train lang`, `eval pppl` and the root `report` command, with the main CLI's error handling."""
-    from langadapt.cli import friendly_errors
+    from langadapt.console import friendly_errors
 
     train_app.command("lang")(friendly_errors(train_lang))
     eval_app.command("pppl")(friendly_errors(eval_pppl))

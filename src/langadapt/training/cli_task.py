@@ -186,14 +186,14 @@ def eval_task(
 
 def _emit(summary: dict[str, Any], as_json: bool) -> None:
     """Print a run summary as JSON or text (through the main CLI's `emit`)."""
-    from langadapt.cli import emit
+    from langadapt.console import emit
 
     emit(summary, as_json, lambda: _text(summary))
 
 
 def register(train_app: typer.Typer, eval_app: typer.Typer) -> None:
     """Add `task` to the `train` and `eval` command groups, with the main CLI's error handling."""
-    from langadapt.cli import friendly_errors
+    from langadapt.console import friendly_errors
 
     train_app.command("task")(friendly_errors(train_task))
     eval_app.command("task")(friendly_errors(eval_task))
