@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +45,17 @@ def synthetic_corpus(repeats: int = 20) -> list[str]:
     return lines
 
 
+def canonical_unigram(tokenizer: Any) -> Any:
+    """The trained Unigram model with its pieces in a fixed order (the trainer orders score ties per run)."""
+    from tokenizers import models
+
+    vocab = json.loads(tokenizer.to_str())["model"]["vocab"]
+    specials = [(piece, score) for piece, score in vocab if piece in SPECIAL_TOKENS]
+    specials.sort(key=lambda item: SPECIAL_TOKENS.index(item[0]))
+    rest = sorted(((p, round(s, 3)) for p, s in vocab if p not in SPECIAL_TOKENS), key=lambda item: (-item[1], item[0]))
+    return models.Unigram([*specials, *rest], unk_id=SPECIAL_TOKENS.index("<unk>"), byte_fallback=False)
+
+
 def build_tiny_tokenizer(out_dir: Path, vocab_size: int = 600):
     """Train a tiny XLM-R-style Unigram tokenizer (Metaspace, `<s> … </s>`) and save it as a fast tokenizer."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -56,6 +69,7 @@ def build_tiny_tokenizer(out_dir: Path, vocab_size: int = 600):
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", show_progress=False
     )
     tok.train_from_iterator(synthetic_corpus(), trainer=trainer)
+    tok.model = canonical_unigram(tok)
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
         pair="<s> $A </s> </s> $B </s>",
