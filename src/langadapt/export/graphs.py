@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from langadapt.models.bank import AdapterBank, AdapterWeights, BankLayout
+from langadapt.models.bank import AdapterBank, AdapterWeights, BankLayout, embed_tokens
 from langadapt.models.heads import ACTIVATIONS, Head
 
 __all__ = ["FUSED_INPUTS", "FUSED_OUTPUT", "OPSET", "SWAPPABLE_OUTPUT", "FusedModel", "fused_dynamic_axes", "trace"]
@@ -142,7 +142,7 @@ class FusedModel(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Logits ``[B, C]`` (classification, first token) or ``[B, T, C]`` (tagging)."""
-        hidden = self._embed(input_ids)
+        hidden = embed_tokens(self.base.embeddings, input_ids, self.padding_idx)
         if self.nice is not None:
             hidden = self._invertible(hidden)
         dtype = hidden.dtype
@@ -151,18 +151,6 @@ class FusedModel(nn.Module):
         for i, layer in enumerate(self.base.encoder.layer):
             hidden = self._layer(i, layer, hidden, extended)
         return self._head(hidden)
-
-    def _embed(self, input_ids: Tensor) -> Tensor:
-        """The embeddings module's computation (token type 0), as `BankedEncoder` computes it."""
-        emb = self.base.embeddings
-        if self.padding_idx is not None:
-            real = input_ids.ne(self.padding_idx).int()
-            positions = (torch.cumsum(real, dim=1).type_as(real) * real).long() + self.padding_idx
-        else:
-            positions = torch.cumsum(torch.ones_like(input_ids), dim=1) - 1
-        x = functional.embedding(input_ids, emb.word_embeddings.weight) + emb.token_type_embeddings.weight[0]
-        x = x + functional.embedding(positions, emb.position_embeddings.weight)
-        return emb.LayerNorm(x)
 
     def _invertible(self, x: Tensor) -> Tensor:
         """The NICE coupling block: ``y1 = x1 + F(x2)``, ``y2 = x2 + G(y1)``."""

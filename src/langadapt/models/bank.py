@@ -666,6 +666,22 @@ def _rows(tensor: Tensor, leading: int, index: Tensor) -> Tensor:
     return torch.index_select(tensor.flatten(0, leading - 1), 0, index)
 
 
+def embed_tokens(embeddings: torch.nn.Module, input_ids: Tensor, padding_idx: int | None) -> Tensor:
+    """The BERT/XLM-R embeddings module's computation (token type 0), without its forward hooks.
+
+    XLM-R (RoBERTa) numbers positions from `padding_idx + 1` and skips padding; BERT (no `padding_idx`) counts
+    from 0.
+    """
+    if padding_idx is not None:
+        real = input_ids.ne(padding_idx).int()
+        positions = (torch.cumsum(real, dim=1).type_as(real) * real).long() + padding_idx
+    else:
+        positions = torch.cumsum(torch.ones_like(input_ids), dim=1) - 1
+    x = functional.embedding(input_ids, embeddings.word_embeddings.weight) + embeddings.token_type_embeddings.weight[0]
+    x = x + functional.embedding(positions, embeddings.position_embeddings.weight)
+    return embeddings.LayerNorm(x)
+
+
 class BankedEncoder(nn.Module):
     """A BERT or XLM-R encoder that applies, to each row of a batch, the adapter stack its ``stack_index`` selects.
 
@@ -738,7 +754,7 @@ class BankedEncoder(nn.Module):
         if missing or unexpected or len(bank_args) + len(bank_kwargs) != len(names):
             raise TypeError(f"bank tensors missing {missing}, unexpected {unexpected} (or given twice)")
         stack_index = stack_index.to(torch.long)
-        hidden = self._embed(input_ids)
+        hidden = embed_tokens(self.base.embeddings, input_ids, self.padding_idx)
         hidden = self._invertible(hidden, stack_index, bank)
         dtype = hidden.dtype
         mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
@@ -747,18 +763,6 @@ class BankedEncoder(nn.Module):
         for i, layer in enumerate(self.base.encoder.layer):
             hidden = self._layer(i, layer, hidden, mask, bn_base, lora_base, bank)
         return hidden
-
-    def _embed(self, input_ids: Tensor) -> Tensor:
-        """The embeddings module's computation (token type 0), without its forward hooks."""
-        emb = self.base.embeddings
-        if self.padding_idx is not None:
-            real = input_ids.ne(self.padding_idx).int()
-            positions = (torch.cumsum(real, dim=1).type_as(real) * real).long() + self.padding_idx
-        else:
-            positions = torch.cumsum(torch.ones_like(input_ids), dim=1) - 1
-        x = functional.embedding(input_ids, emb.word_embeddings.weight) + emb.token_type_embeddings.weight[0]
-        x = x + functional.embedding(positions, emb.position_embeddings.weight)
-        return emb.LayerNorm(x)
 
     def _invertible(self, x: Tensor, stack_index: Tensor, bank: Mapping[str, Tensor]) -> Tensor:
         """Each row's NICE coupling block: ``y1 = x1 + F(x2)``, ``y2 = x2 + G(y1)``; all-zero for the identity."""

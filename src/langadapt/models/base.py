@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -325,3 +326,16 @@ def _store_fingerprint(key: str, fingerprint: str) -> None:
             Path(tmp).replace(target)
     except OSError as exc:  # a read-only cache only costs the next call a recomputation
         warnings.warn(f"could not cache the fingerprint in {target}: {exc}", stacklevel=3)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' 'newly initialised weights' notice (the unused pooler) while loading a model."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)

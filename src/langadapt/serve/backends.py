@@ -13,11 +13,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -25,7 +24,7 @@ from torch import Tensor
 
 from langadapt.errors import LangadaptError
 from langadapt.models.bank import AdapterBank, BankedEncoder, BankLayout
-from langadapt.models.base import BaseModelInfo, load_config_dict
+from langadapt.models.base import BaseModelInfo, load_config_dict, quiet_transformers
 from langadapt.models.heads import Head
 
 if TYPE_CHECKING:
@@ -81,19 +80,6 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence the 'newly initialised pooler' notice a masked-LM checkpoint gives when loaded as an encoder."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-
-
 def max_positions(info: BaseModelInfo) -> int:
     """The longest input the base model takes: its position table, less XLM-R's offset past the padding id."""
     config = load_config_dict(info.path)
@@ -113,7 +99,7 @@ class TorchBackend:
 
         if threads is not None and device.type == "cpu":
             torch.set_num_threads(max(1, threads))
-        with _quiet_transformers():
+        with quiet_transformers():
             model = AutoModel.from_pretrained(str(info.path), local_files_only=True, dtype=torch.float32)
         model.eval().to(device)
         self.device = device

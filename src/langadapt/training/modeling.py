@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from langadapt.errors import LangadaptError, StoreError
+from langadapt.models.base import quiet_transformers
 
 if TYPE_CHECKING:
     from langadapt.models.base import BaseModelInfo
@@ -52,19 +53,6 @@ FULL_KIND = "full"
 BASE_ATTRIBUTE = "langadapt_base"  # the BaseModelInfo a model was built from, kept on the model
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' 'newly initialized weights' notice (the unused pooler) while loading."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-
-
 def load_adapter_model(info: BaseModelInfo) -> Any:
     """The base encoder as an `adapters` flex-head model (fp32, eval mode), remembering `info` on it.
 
@@ -73,7 +61,7 @@ def load_adapter_model(info: BaseModelInfo) -> Any:
     """
     from adapters import AutoAdapterModel
 
-    with _quiet_transformers():
+    with quiet_transformers():
         model = AutoAdapterModel.from_pretrained(str(info.path), local_files_only=True, dtype=torch.float32)
     setattr(model, BASE_ATTRIBUTE, info)
     model.eval()
