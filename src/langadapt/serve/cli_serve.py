@@ -149,13 +149,16 @@ def serve(
             f"workers {workers}; docs at /docs, metrics at /metrics)",
             err=True,
         )
-        server.run(
-            host=host,
-            port=port,
-            num_api_servers=api_servers,
-            generate_client_file=False,
-            log_level=log_level,
-        )
+        try:
+            server.run(
+                host=host,
+                port=port,
+                num_api_servers=api_servers,
+                generate_client_file=False,
+                log_level=log_level,
+            )
+        except KeyboardInterrupt:  # SIGTERM or Ctrl-C: LitServe has stopped its workers; no traceback
+            typer.echo("langadapt serve: stopped", err=True)
     finally:
         if created:
             shutil.rmtree(runtime, ignore_errors=True)
