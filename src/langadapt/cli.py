@@ -208,12 +208,14 @@ def adapters_verify(
 def register_subcommands() -> None:
     """Mount the command groups that live beside their subpackages (training, export, serving)."""
     from langadapt.export.cli_export import export_app
+    from langadapt.label import cli_label
     from langadapt.serve import cli_serve
     from langadapt.training import cli_lang, cli_task
 
     cli_lang.register(train_app, eval_app, app)
     cli_task.register(train_app, eval_app)
     cli_serve.register(app)
+    cli_label.register(app)
     app.add_typer(export_app, name="export", no_args_is_help=True)
 
 

@@ -1,0 +1,122 @@
+"""Label a chunk of rows with the engine: every row's tasks in one `Engine.run`, whatever their languages.
+
+Rows are grouped into one job per (task, language), so a chunk mixing languages is one call and each row is
+read under its own language's adapter stack. A row whose language code is unreadable, or has no adapter for a
+task, gets null labels for that task and the reason; the rest of the chunk is labelled as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langadapt.errors import LanguageCodeError
+from langadapt.label.formats import ERROR_COLUMN, NER, Labels, Row, added_columns
+from langadapt.models.language import canonical_language
+from langadapt.serve.engine import Engine, Job, TextResult
+from langadapt.serve.errors import ServeError
+from langadapt.serve.routing import Route
+
+DIGITS = 6  # scores are written rounded: enough for any use, and stable across batchings
+UNKNOWN_LANGUAGE, NO_ADAPTER, ENGINE = "unknown_language", "no_adapter", "engine"
+MAX_REASON = 400
+
+Resolver = Callable[[str, str], Route]
+
+
+def _reason(task: str, detail: str, hint: str = "") -> str:
+    text = f"{task}: {detail}" + (f" ({hint})" if hint else "")
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
+def result_values(task: str, result: TextResult) -> dict[str, Any]:
+    """One task's output columns for one text."""
+    if task == NER:
+        return {
+            "ner_entities": [
+                {"type": e.type, "text": e.text, "start": e.start, "end": e.end, "score": round(e.score, DIGITS)}
+                for e in result.entities
+            ]
+        }
+    return {
+        f"{task}_label": result.label,
+        f"{task}_score": round(result.score, DIGITS) if result.score is not None else None,
+        f"{task}_scores": {label: round(score, DIGITS) for label, score in result.scores},
+    }
+
+
+class Labeller:
+    """Labels rows with an engine for fixed tasks, in one language or each row's own."""
+
+    def __init__(self, engine: Engine, tasks: tuple[str, ...], lang: str | None = None) -> None:
+        self.engine = engine
+        self.tasks = tasks
+        self.lang = lang
+        self.columns = added_columns(tasks)
+        self.routes = RouteBook(engine.resolve)
+
+    def label(self, rows: Sequence[Row]) -> list[Labels]:
+        """Labels for every row, in order (unlabellable rows get null values and the reason)."""
+        out = [Labels(dict.fromkeys(self.columns)) for _ in rows]
+        jobs: dict[tuple[str, str], tuple[Route, list[int]]] = {}
+        for i, row in enumerate(rows):
+            if row.error is not None or row.text is None:
+                self._fail(out[i], row.kind or "malformed", row.error or "no text")
+                continue
+            code = self.lang if self.lang is not None else row.lang
+            for task in self.tasks:
+                found = self.routes.get(task, code or "")
+                if isinstance(found, tuple):
+                    self._fail(out[i], *found)
+                    continue
+                jobs.setdefault((task, found.language), (found, []))[1].append(i)
+        keys = list(jobs)
+        outcomes = self.engine.run([Job(jobs[k][0], [rows[i].text or "" for i in jobs[k][1]]) for k in keys])
+        for (task, language), outcome in zip(keys, outcomes, strict=True):
+            members = jobs[(task, language)][1]
+            if isinstance(outcome, ServeError):
+                for i in members:
+                    self._fail(out[i], ENGINE, _reason(task, outcome.detail, outcome.hint))
+                continue
+            for i, result in zip(members, outcome, strict=True):
+                out[i].values.update(result_values(task, result))
+                self.routes.used[(task, result.route.language)] = result.route
+        return out
+
+    @staticmethod
+    def _fail(labels: Labels, kind: str, reason: str) -> None:
+        if labels.error is None:
+            labels.kind, labels.error = kind, reason
+            labels.values[ERROR_COLUMN] = reason
+        elif reason not in labels.error:
+            labels.error = labels.values[ERROR_COLUMN] = f"{labels.error}; {reason}"
+
+
+class RouteBook:
+    """Routes by (task, code as written), with the reason a code cannot be served kept as (kind, reason)."""
+
+    def __init__(self, resolve: Resolver) -> None:
+        self.resolve = resolve
+        self._cache: dict[tuple[str, str], Route | tuple[str, str]] = {}
+        self.used: dict[tuple[str, str], Route] = {}  # (task, canonical language) -> the route that labelled
+
+    def get(self, task: str, code: str) -> Route | tuple[str, str]:
+        key = (task, code)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._lookup(task, code)
+            if len(self._cache) > 65_536:  # codes come from the data: keep the memo bounded
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+    def _lookup(self, task: str, code: str) -> Route | tuple[str, str]:
+        try:
+            canonical_language(code)
+        except LanguageCodeError as err:
+            hint = f" (did you mean {' or '.join(err.suggestions)}?)" if err.suggestions else ""
+            return UNKNOWN_LANGUAGE, err.message + hint  # the same for every task
+        try:
+            return self.resolve(task, code)
+        except ServeError as err:
+            return NO_ADAPTER, _reason(task, err.detail, err.hint)
