@@ -99,3 +99,16 @@ def test_user_errors_exit_2_with_a_hint(tiny: TinyStore, args: list[str], messag
     result = runner.invoke(export_app, [*args, "--store", str(tiny.store.root)])
     assert result.exit_code == 2, result.output
     assert "error:" in result.output and message in result.output
+
+
+def test_the_labelled_set_reads_ner_files_as_training_did(tmp_path: Path) -> None:
+    """A stray I- tag fails strict reading, and is read as B- when the adapter was trained with --repair-iob."""
+    from langadapt.errors import DataFormatError
+    from langadapt.export.verify import LabelledSet
+
+    path = tmp_path / "test.txt"
+    path.write_text("Ali I-PER\nwent O\nto O\nLagos B-LOC\n\nKano B-LOC\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match="I-PER"):
+        LabelledSet.from_file(path, "ner")
+    repaired = LabelledSet.from_file(path, "ner", repair_iob=True)
+    assert repaired.labels == [["B-PER", "O", "O", "B-LOC"], ["B-LOC"]]

@@ -73,11 +73,12 @@ def _labelled(path: Path | None, task: Any) -> Any:
     """The labelled set for int8/fp16 checks: `--eval`, else the task adapter's recorded test file if present."""
     from langadapt.export.verify import LabelledSet
 
+    repair_iob = bool(task.training.params.get("repair_iob", False))  # read it as the adapter's training did
     if path is not None:
-        return LabelledSet.from_file(path, task.task, max_examples=MAX_EVAL_EXAMPLES)
+        return LabelledSet.from_file(path, task.task, max_examples=MAX_EVAL_EXAMPLES, repair_iob=repair_iob)
     recorded = task.training.params.get("test")
     if recorded and Path(recorded).is_file():
-        return LabelledSet.from_file(recorded, task.task, max_examples=MAX_EVAL_EXAMPLES)
+        return LabelledSet.from_file(recorded, task.task, max_examples=MAX_EVAL_EXAMPLES, repair_iob=repair_iob)
     return None
 
 

@@ -77,15 +77,20 @@ class LabelledSet:
         return not isinstance(self.texts[0], str)
 
     @classmethod
-    def from_file(cls, path: Path | str, task: str, *, max_examples: int | None = 500, seed: int = 0) -> LabelledSet:
-        """Read a task's labelled file (any format the training readers accept); a seeded sample of `max_examples`."""
+    def from_file(
+        cls, path: Path | str, task: str, *, max_examples: int | None = 500, seed: int = 0, repair_iob: bool = False
+    ) -> LabelledSet:
+        """Read a task's labelled file (any format the training readers accept); a seeded sample of `max_examples`.
+
+        `repair_iob` reads NER files as training read them with `--repair-iob` (a stray I-X becomes B-X).
+        """
         from langadapt.training.readers import read_classification, read_ner
 
         path = Path(path)
         if not path.is_file():
             raise ExportError(f"labelled file {path} does not exist", "check the --eval path")
         if task == "ner":
-            tagged = read_ner(path).examples
+            tagged = read_ner(path, repair_iob=repair_iob).examples
             pairs: list[tuple[Any, Any]] = [(list(e.tokens), list(e.tags)) for e in tagged]
         else:
             pairs = [(e.text, e.label) for e in read_classification(path).examples]
