@@ -53,3 +53,18 @@ def test_worker_counts() -> None:
     for bad in ("0", "many", "pos=2", "ner=0", "ner=x"):
         with pytest.raises(LangadaptError):
             parse_workers(bad, TASKS)
+
+
+def test_sigterm_stops_the_main_process_like_ctrl_c_and_ends_forked_workers_quietly() -> None:
+    """The main process gets KeyboardInterrupt (LitServe's shutdown path); a worker dies of the signal, no traceback."""
+    import multiprocessing
+    import signal
+
+    from langadapt.serve.cli_serve import _interrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _interrupt(signal.SIGTERM, None)
+    worker = multiprocessing.get_context("fork").Process(target=_interrupt, args=(signal.SIGTERM, None))
+    worker.start()
+    worker.join(timeout=30)
+    assert worker.exitcode == -signal.SIGTERM  # killed by the signal; an exception would exit with 1

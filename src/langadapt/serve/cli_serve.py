@@ -165,6 +165,13 @@ def serve(
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM in the main process stops LitServe as Ctrl-C does; forked workers inherit it but end quietly."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise KeyboardInterrupt
 
 
