@@ -21,3 +21,14 @@ def default_store_dir() -> Path:
     """The adapter store used when none is given: `$LANGADAPT_STORE`, else `<cache>/store`."""
     env = os.environ.get(STORE_ENV)
     return Path(env).expanduser() if env else cache_dir() / "store"
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (new files, renames) to disk; a no-op where folders cannot be opened (Windows)."""
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

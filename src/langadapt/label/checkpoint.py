@@ -30,20 +30,12 @@ from typing import IO, Any
 
 from langadapt.errors import LangadaptError
 from langadapt.label.formats import Position
+from langadapt.paths import fsync_dir
 
 CHECKPOINT = "checkpoint.json"
 LOCK = "lock"
 SAMPLE_BYTES = 1 << 20
 FORMAT_VERSION = 1
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (renames, new files) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Any:

@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from langadapt.errors import BaseModelError
-from langadapt.paths import CACHE_ENV, cache_dir
+from langadapt.paths import CACHE_ENV, cache_dir, fsync_dir
 
 if TYPE_CHECKING:
     from transformers import BertConfig, PreTrainedTokenizerFast
@@ -492,16 +492,7 @@ def _finalise_tree(directory: Path) -> None:
         path.chmod(0o644)
         with path.open("rb") as fh:
             os.fsync(fh.fileno())
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Flush a directory's entries (a rename inside it) to disk."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)
 
 
 def _temp_prefix(dest: Path) -> str:
@@ -558,7 +549,7 @@ def _convert_into_place(src: Path, dest: Path) -> None:
         write_model_dir(src, tmp)
         _finalise_tree(tmp)
         tmp.rename(dest)  # atomic on one filesystem: readers see no model or a whole one
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         logger.info("converted the embedded base model in %.1f s", time.perf_counter() - started)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from langadapt.errors import AdapterNotFoundError, FingerprintMismatchError, StoreError
 from langadapt.models.manifest import Manifest, adapter_id, check_id, check_relative_path
-from langadapt.paths import default_store_dir
+from langadapt.paths import default_store_dir, fsync_dir
 
 if TYPE_CHECKING:
     import torch
@@ -304,7 +304,7 @@ class AdapterStore:
             for target in targets:
                 removed.append(self._new_staging("remove"))
                 (self.root / ADAPTERS_DIR / id / str(target)).rename(removed[-1])
-            _fsync_dir(self.root / ADAPTERS_DIR / id)
+            fsync_dir(self.root / ADAPTERS_DIR / id)
             self._write_highwater(id, max(existing))
             self._bump_generation()
         for leftover in removed:
@@ -338,12 +338,12 @@ class AdapterStore:
                 )
             meta = _with(meta, version=version)
             _write_synced(staging / MANIFEST_FILE, meta.model_dump_json(indent=2).encode())
-            _fsync_dir(staging)
+            fsync_dir(staging)
             if not id_dir.is_dir():
                 id_dir.mkdir()
-                _fsync_dir(id_dir.parent)
+                fsync_dir(id_dir.parent)
             staging.rename(id_dir / str(version))
-            _fsync_dir(id_dir)
+            fsync_dir(id_dir)
             self._write_highwater(meta.id, max(version, self._highwater(meta.id)))
             self._bump_generation()
         return meta
@@ -666,7 +666,7 @@ def _stage_files(folder: Path, files: list[str], staging: Path) -> dict[str, str
         target.parent.mkdir(parents=True, exist_ok=True)
         digests[rel] = _copy_and_hash(folder / rel, target)
     for dirpath, _, _ in os.walk(staging, topdown=False):
-        _fsync_dir(Path(dirpath))
+        fsync_dir(Path(dirpath))
     return digests
 
 
@@ -719,18 +719,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Flush a folder's entries to disk (a no-op where folders cannot be opened, as on Windows)."""
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
