@@ -246,22 +246,7 @@ class ClassificationAPI(TaskAPI):
 
     def response_body(self, request: LabelRequest, language: str, results: list[TextResult]) -> ClassificationResponse:
         """Labels, scores, windows and stack per text."""
-        return ClassificationResponse(
-            task=self.task,
-            lang=request.lang,
-            language=language,
-            results=[
-                ClassificationResult(
-                    label=r.label or "",
-                    score=r.score or 0.0,
-                    scores=[LabelScore(label=label, score=score) for label, score in r.scores],
-                    windows=r.windows,
-                    windowed=r.windows > 1,
-                    stack=stack_out(r.route),
-                )
-                for r in results
-            ],
-        )
+        return classification_response(self.task, request, language, results)
 
 
 class NerAPI(TaskAPI):
@@ -273,22 +258,54 @@ class NerAPI(TaskAPI):
 
     def response_body(self, request: LabelRequest, language: str, results: list[TextResult]) -> NerResponse:
         """Entities, windows and stack per text."""
-        return NerResponse(
-            task=self.task,
-            lang=request.lang,
-            language=language,
-            results=[
-                NerResult(
-                    entities=[
-                        EntityOut(type=e.type, text=e.text, start=e.start, end=e.end, score=e.score) for e in r.entities
-                    ],
-                    windows=r.windows,
-                    windowed=r.windows > 1,
-                    stack=stack_out(r.route),
-                )
-                for r in results
-            ],
-        )
+        return ner_response(self.task, request, language, results)
+
+
+def classification_response(
+    task: str, request: LabelRequest, language: str, results: list[TextResult]
+) -> ClassificationResponse:
+    """A topic or sentiment response: labels, scores, windows and stack per text."""
+    return ClassificationResponse(
+        task=task,
+        lang=request.lang,
+        language=language,
+        results=[
+            ClassificationResult(
+                label=r.label or "",
+                score=r.score or 0.0,
+                scores=[LabelScore(label=label, score=score) for label, score in r.scores],
+                windows=r.windows,
+                windowed=r.windows > 1,
+                stack=stack_out(r.route),
+            )
+            for r in results
+        ],
+    )
+
+
+def ner_response(task: str, request: LabelRequest, language: str, results: list[TextResult]) -> NerResponse:
+    """An NER response: entities, windows and stack per text."""
+    return NerResponse(
+        task=task,
+        lang=request.lang,
+        language=language,
+        results=[
+            NerResult(
+                entities=[
+                    EntityOut(type=e.type, text=e.text, start=e.start, end=e.end, score=e.score) for e in r.entities
+                ],
+                windows=r.windows,
+                windowed=r.windows > 1,
+                stack=stack_out(r.route),
+            )
+            for r in results
+        ],
+    )
+
+
+def response_body(task: str, request: LabelRequest, language: str, results: list[TextResult]) -> Any:
+    """The response model of `task` for one request's results (the LitServe APIs and the Ray Serve app share it)."""
+    return (ner_response if task == "ner" else classification_response)(task, request, language, results)
 
 
 def api_for(task: str, settings: ServeSettings) -> TaskAPI:

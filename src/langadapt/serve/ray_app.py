@@ -43,7 +43,7 @@ from ray.serve.handle import DeploymentHandle
 from langadapt.models.base import resolve_base_model
 from langadapt.models.language import canonical_language
 from langadapt.models.store import AdapterStore
-from langadapt.serve.api import LANGUAGE_HEADER, ServeSettings, TaskAPI, api_for
+from langadapt.serve.api import LANGUAGE_HEADER, response_body
 from langadapt.serve.app import install_error_handlers
 from langadapt.serve.auth import ApiKeys
 from langadapt.serve.backends import BACKENDS, DEVICES
@@ -333,9 +333,6 @@ class LangadaptIngress:
             stores, self.info.fingerprint, fallbacks=dict(settings.engine.fallbacks), tasks=settings.tasks
         )
         self._checked = time.monotonic()
-        # The LitServe task APIs' own response encoders (cheap objects: nothing starts until LitServer runs them).
-        serve_settings = ServeSettings(engine=settings.engine, runtime_dir="")
-        self.encoders: dict[str, TaskAPI] = {task: api_for(task, serve_settings) for task in settings.tasks}
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The FastAPI app, built on the replica (Ray calls this after `__init__`)."""
@@ -386,7 +383,7 @@ class LangadaptIngress:
             return _error_response(reply.error, route.language, replica)
         results = reply.results or []
         language = results[0].route.language if results else route.language
-        body = self.encoders[task].response_body(request, language, results)
+        body = response_body(task, request, language, results)  # as the LitServe APIs encode it
         return JSONResponse(body.model_dump(mode="json"), headers={LANGUAGE_HEADER: language, **replica})
 
     async def ready(self) -> JSONResponse:
