@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from adapters import AutoAdapterModel
 
+from langadapt.export.runtime import cuda_available
 from langadapt.models.base import BaseModelInfo, resolve_base_model
 from langadapt.models.kinds import get_kind
 from langadapt.models.store import AdapterStore
+
+ATOL = 1e-4  # the issue's fp32 parity bound
+needs_cuda = pytest.mark.skipif(
+    not cuda_available(), reason="onnxruntime has no CUDA provider here (bench/gpu_check.sh installs onnxruntime-gpu)"
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads, and on a busy machine thread hand-offs dominate their run time.
+
+    Autouse in every export test module that imports it.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 TOPICS = ["business", "health", "politics", "sports", "travel"]
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]

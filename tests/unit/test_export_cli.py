@@ -7,22 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from export_support import TinyStore, build_tiny_store
+from export_support import TinyStore, build_tiny_store, one_torch_thread  # noqa: F401 (autouse fixture)
 from typer.testing import CliRunner
 
 from langadapt.export.cli_export import export_app
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Any:
-    """Tiny models gain nothing from threads, and on a busy machine thread hand-offs dominate their run time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,16 @@ import onnx
 import pytest
 import torch
 from adapters import AutoAdapterModel, Stack
-from export_support import TAGS, TOPICS, TinyStore, build_tiny_store, perturb
+from export_support import (  # noqa: F401 (one_torch_thread: autouse fixture)
+    ATOL,
+    TAGS,
+    TOPICS,
+    TinyStore,
+    build_tiny_store,
+    needs_cuda,
+    one_torch_thread,
+    perturb,
+)
 
 from langadapt.errors import StoreError
 from langadapt.export import graphs
@@ -20,25 +29,11 @@ from langadapt.export.errors import ExportError, ParityError
 from langadapt.export.fused import export_fused
 from langadapt.export.graphs import FusedModel
 from langadapt.export.precision import precision_label
-from langadapt.export.runtime import FusedRuntime, cuda_available
+from langadapt.export.runtime import FusedRuntime
 from langadapt.export.verify import LabelledSet, verify_artifact
 from langadapt.models.bank import AdapterWeights
 from langadapt.models.heads import Head
 from langadapt.models.kinds import get_kind
-
-ATOL = 1e-4
-needs_cuda = pytest.mark.skipif(
-    not cuda_available(), reason="onnxruntime has no CUDA provider here (bench/gpu_check.sh installs onnxruntime-gpu)"
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Any:
-    """Tiny models gain nothing from threads, and on a busy machine thread hand-offs dominate their run time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -236,9 +231,9 @@ def test_int8_agrees_with_the_reference_on_a_toy_task(xlmr: TinyStore, toy: tupl
 def test_int8_falls_back_to_float_ffn_outputs_when_the_fast_recipe_fails(
     xlmr: TinyStore, toy: tuple[str, LabelledSet], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from langadapt.export import fused as fused_module
+    from langadapt.export import precision as precision_module
 
-    real = fused_module.quantize_int8
+    real = precision_module.quantize_int8
 
     def broken_fast_recipe(source: Path, target: Path, recipe: str = "all") -> dict[str, Any]:
         details = real(source, target, recipe)
@@ -249,7 +244,7 @@ def test_int8_falls_back_to_float_ffn_outputs_when_the_fast_recipe_fails(
             onnx.save(graph, str(target))
         return details
 
-    monkeypatch.setattr(fused_module, "quantize_int8", broken_fast_recipe)
+    monkeypatch.setattr(precision_module, "quantize_int8", broken_fast_recipe)
     task_id, labelled = toy
     manifest = export_fused(xlmr.store, None, task_id, quantize="int8", labelled=labelled)
     quantization = manifest.extra["quantization"]

@@ -3,36 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from adapters import AutoAdapterModel, Stack
-from export_support import TASK_ADAPTERS, TinyStore, build_tiny_store, perturb
+from export_support import (  # noqa: F401 (one_torch_thread: autouse fixture)
+    ATOL,
+    TASK_ADAPTERS,
+    TinyStore,
+    build_tiny_store,
+    needs_cuda,
+    one_torch_thread,
+    perturb,
+)
 
 from langadapt.errors import StoreError
 from langadapt.export.errors import ExportError
-from langadapt.export.runtime import SwappableRuntime, cuda_available
+from langadapt.export.runtime import SwappableRuntime
 from langadapt.export.swappable import export_swappable, load_pack
 from langadapt.export.verify import verify_artifact
 from langadapt.models.bank import BARE_INDEX, AdapterBank, BankLayout
 from langadapt.models.kinds import get_kind
 from langadapt.models.manifest import Manifest
-
-ATOL = 1e-4
-needs_cuda = pytest.mark.skipif(
-    not cuda_available(), reason="onnxruntime has no CUDA provider here (bench/gpu_check.sh installs onnxruntime-gpu)"
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Any:
-    """Tiny models gain nothing from threads, and on a busy machine thread hand-offs dominate their run time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -24,16 +24,9 @@ from langadapt.export.artifacts import (
     publish_artifact,
     staging,
 )
-from langadapt.export.errors import ExportError, ParityError
+from langadapt.export.errors import ExportError
 from langadapt.export.graphs import FUSED_INPUTS, FUSED_OUTPUT, OPSET, FusedModel, fused_dynamic_axes, trace
-from langadapt.export.precision import (
-    INT8_RECIPES,
-    convert_fp16,
-    default_optimize,
-    optimize_graph,
-    precision_label,
-    quantize_int8,
-)
+from langadapt.export.precision import checked_precisions, precision_label
 from langadapt.export.reference import (
     ReferenceStack,
     StackSources,
@@ -70,27 +63,6 @@ def _base_for(sources: StackSources, base: str | None) -> BaseModelInfo:
     return info
 
 
-def _quantize(fp32: Path, work: Path, check: Any) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    """The first int8 recipe (fastest first) whose graph passes the check: (graph, figures, recipe details)."""
-    rejected: list[dict[str, Any]] = []
-    for recipe in INT8_RECIPES:
-        target = work / f"int8-{recipe}.onnx"
-        details = quantize_int8(fp32, target, recipe)
-        try:
-            figures = check(target, "int8")
-        except ParityError as err:
-            rejected.append({"recipe": recipe, "reason": err.message, "figures": err.figures})
-            continue
-        return target, figures, {**details, "rejected": rejected}
-    reasons = "; ".join(f"{r['recipe']}: {r['reason']}" for r in rejected)
-    raise ParityError(
-        f"no int8 recipe matches the reference ({reasons})",
-        "nothing was published; export fp32 (or fp16 for CUDA): int8 error flips too many of this adapter's "
-        "near-tied predictions",
-        figures={**rejected[-1]["figures"], "rejected": rejected},
-    )
-
-
 def build_fused_graph(
     reference: ReferenceStack,
     tokenizer: Any,
@@ -121,31 +93,15 @@ def build_fused_graph(
         runtime = FusedRuntime.from_graph(path, head.labels, head.head_type, device=device)  # type: ignore[arg-type]
         return check_fused(runtime, reference, tokenizer, precision=label, texts=texts, labelled=labelled)
 
-    parity: dict[str, Any] = {}
-    steps: dict[str, Any] = {"optimizer": {"applied": False}}
-    fp32 = raw
-    if optimize is None:
-        optimize = default_optimize(precision)
-    if optimize:
-        candidate = work / "optimized.onnx"
-        fused_ops = optimize_graph(raw, candidate, num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
-        try:
-            parity["fp32"] = check(candidate, "fp32")
-            fp32 = candidate
-            steps["optimizer"] = {"applied": True, "fused_ops": fused_ops}
-        except ParityError as err:  # the unfused graph is still exact: keep it, say why
-            steps["optimizer"] = {"applied": False, "rejected": err.message, "figures": err.figures}
-    if "fp32" not in parity:
-        parity["fp32"] = check(raw, "fp32")
-    final = fp32
-    if precision == "int8":
-        final, parity["int8"], steps["quantization"] = _quantize(fp32, work, check)
-    elif precision == "fp16":
-        final = work / "fp16.onnx"
-        convert_fp16(fp32, final)
-        parity["fp16"] = check(final, "fp16", check_device("fp16"))
-        steps["fp16"] = {"io_types": "float32", "checked_on": parity["fp16"]["checked_on"]}
-    return final, parity, steps
+    return checked_precisions(
+        raw,
+        work,
+        check,
+        precision=precision,
+        optimize=optimize,
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+    )
 
 
 def export_fused(

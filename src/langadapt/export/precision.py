@@ -18,18 +18,20 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from langadapt.export.errors import ExportError
+from langadapt.export.errors import ExportError, ParityError
 
 __all__ = [
     "INT8_RECIPES",
     "PRECISIONS",
     "QUANTIZATIONS",
+    "GraphCheck",
     "Precision",
     "Quantization",
+    "checked_precisions",
     "convert_fp16",
     "default_optimize",
     "float_kept_matmuls",
@@ -169,3 +171,71 @@ def convert_fp16(source: Path, target: Path) -> None:
         model = OnnxModel(onnx.load(str(source)))
         model.convert_float_to_float16(keep_io_types=True, use_symbolic_shape_infer=True)
         model.save_model_to_file(str(target))
+
+
+GraphCheck = Callable[..., dict[str, Any]]  # check(path, precision label, device="cpu") -> figures; raises ParityError
+
+
+def checked_precisions(
+    raw: Path,
+    work: Path,
+    check: GraphCheck,
+    *,
+    precision: str,
+    optimize: bool | None,
+    num_heads: int,
+    hidden_size: int,
+) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Optimise (if asked and exact), then quantise or convert a traced fp32 graph, checking every graph kept.
+
+    Returns (final graph, parity figures per precision, steps taken); a failed check of the final precision raises
+    `ParityError`. The optimiser's output is dropped, with the reason in the steps, when it is not exact.
+    """
+    from langadapt.export.runtime import check_device
+
+    parity: dict[str, Any] = {}
+    steps: dict[str, Any] = {"optimizer": {"applied": False}}
+    fp32 = raw
+    if optimize is None:
+        optimize = default_optimize(precision)
+    if optimize:
+        candidate = work / "optimized.onnx"
+        fused_ops = optimize_graph(raw, candidate, num_heads=num_heads, hidden_size=hidden_size)
+        try:
+            parity["fp32"] = check(candidate, "fp32")
+            fp32 = candidate
+            steps["optimizer"] = {"applied": True, "fused_ops": fused_ops}
+        except ParityError as err:  # the unfused graph is still exact: keep it, say why
+            steps["optimizer"] = {"applied": False, "rejected": err.message, "figures": err.figures}
+    if "fp32" not in parity:
+        parity["fp32"] = check(raw, "fp32")
+    final = fp32
+    if precision == "int8":
+        final, parity["int8"], steps["quantization"] = _first_passing_int8(fp32, work, check)
+    elif precision == "fp16":
+        final = work / "fp16.onnx"
+        convert_fp16(fp32, final)
+        parity["fp16"] = check(final, "fp16", check_device("fp16"))
+        steps["fp16"] = {"io_types": "float32", "checked_on": parity["fp16"]["checked_on"]}
+    return final, parity, steps
+
+
+def _first_passing_int8(fp32: Path, work: Path, check: GraphCheck) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """The first int8 recipe (fastest first) whose graph passes the check: (graph, figures, recipe details)."""
+    rejected: list[dict[str, Any]] = []
+    for recipe in INT8_RECIPES:
+        target = work / f"int8-{recipe}.onnx"
+        details = quantize_int8(fp32, target, recipe)
+        try:
+            figures = check(target, "int8")
+        except ParityError as err:
+            rejected.append({"recipe": recipe, "reason": err.message, "figures": err.figures})
+            continue
+        return target, figures, {**details, "rejected": rejected}
+    reasons = "; ".join(f"{r['recipe']}: {r['reason']}" for r in rejected)
+    raise ParityError(
+        f"no int8 recipe matches the reference ({reasons})",
+        "nothing was published; export fp32 (or fp16 for CUDA): int8 error flips too many of this adapter's "
+        "near-tied predictions",
+        figures={**rejected[-1]["figures"], "rejected": rejected},
+    )

@@ -31,9 +31,9 @@ from langadapt.export.artifacts import (
     staging,
     swappable_id,
 )
-from langadapt.export.errors import ExportError, ParityError
+from langadapt.export.errors import ExportError
 from langadapt.export.graphs import OPSET, SWAPPABLE_OUTPUT, trace
-from langadapt.export.precision import convert_fp16, default_optimize, optimize_graph, precision_label
+from langadapt.export.precision import checked_precisions, precision_label
 from langadapt.export.runtime import SwappableRuntime, check_device
 from langadapt.export.texts import VERIFICATION_TEXTS
 from langadapt.export.verify import CheckStack, check_swappable
@@ -226,30 +226,15 @@ def build_swappable_graph(
         runtime = SwappableRuntime.from_graph(path, device=device)  # type: ignore[arg-type]
         return check_swappable(runtime, model, layout, stacks, tokenizer, precision=label)
 
-    parity: dict[str, Any] = {}
-    steps: dict[str, Any] = {"optimizer": {"applied": False}}
-    fp32 = raw
-    if optimize is None:
-        optimize = default_optimize(precision)
-    if optimize:
-        candidate = work / "optimized.onnx"
-        config = model.config
-        fused_ops = optimize_graph(raw, candidate, num_heads=config.num_attention_heads, hidden_size=layout.hidden_size)
-        try:
-            parity["fp32"] = check(candidate, "fp32")
-            fp32 = candidate
-            steps["optimizer"] = {"applied": True, "fused_ops": fused_ops}
-        except ParityError as err:
-            steps["optimizer"] = {"applied": False, "rejected": err.message, "figures": err.figures}
-    if "fp32" not in parity:
-        parity["fp32"] = check(raw, "fp32")
-    final = fp32
-    if precision == "fp16":
-        final = work / "fp16.onnx"
-        convert_fp16(fp32, final)
-        parity["fp16"] = check(final, "fp16", check_device("fp16"))
-        steps["fp16"] = {"io_types": "float32", "checked_on": parity["fp16"]["checked_on"]}
-    return final, parity, steps
+    return checked_precisions(
+        raw,
+        work,
+        check,
+        precision=precision,
+        optimize=optimize,
+        num_heads=model.config.num_attention_heads,
+        hidden_size=layout.hidden_size,
+    )
 
 
 def _load_model(info: BaseModelInfo) -> Any:
