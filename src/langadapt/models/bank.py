@@ -666,7 +666,7 @@ def _rows(tensor: Tensor, leading: int, index: Tensor) -> Tensor:
     return torch.index_select(tensor.flatten(0, leading - 1), 0, index)
 
 
-def embed_tokens(embeddings: torch.nn.Module, input_ids: Tensor, padding_idx: int | None) -> Tensor:
+def embed_tokens(embeddings: Any, input_ids: Tensor, padding_idx: int | None) -> Tensor:
     """The BERT/XLM-R embeddings module's computation (token type 0), without its forward hooks.
 
     XLM-R (RoBERTa) numbers positions from `padding_idx + 1` and skips padding; BERT (no `padding_idx`) counts

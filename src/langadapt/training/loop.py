@@ -138,7 +138,8 @@ class TrainLoop:
 
     def _build_optimizer(self) -> torch.optim.AdamW:
         """AdamW with no weight decay on biases and layer norms."""
-        decay, no_decay = [], []
+        decay: list[torch.Tensor] = []
+        no_decay: list[torch.Tensor] = []
         for name, p in self.params.items():
             (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
         groups = [
