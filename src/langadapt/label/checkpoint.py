@@ -21,16 +21,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from langadapt.errors import LangadaptError
 from langadapt.label.formats import Position
-from langadapt.paths import fsync_dir
+from langadapt.paths import atomic_write_json, fsync_dir
 
 CHECKPOINT = "checkpoint.json"
 LOCK = "lock"
@@ -38,25 +37,9 @@ SAMPLE_BYTES = 1 << 20
 FORMAT_VERSION = 1
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Any:
-    """Write a file through a temporary sibling, fsync it and rename it into place; what `write` returned."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            result = write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    fsync_dir(path.parent)
-    return result
-
-
 def write_json(path: Path, data: Any) -> None:
-    """Atomically write JSON."""
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=1, ensure_ascii=False, default=str).encode()))
+    """Atomically and durably write JSON."""
+    atomic_write_json(path, data, indent=1)
 
 
 def input_fingerprint(path: Path) -> dict[str, Any]:

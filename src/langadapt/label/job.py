@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from langadapt.errors import LangadaptError
-from langadapt.label.checkpoint import Checkpoint, Partial, atomic_write, input_fingerprint, write_json
+from langadapt.label.checkpoint import Checkpoint, Partial, input_fingerprint, write_json
 from langadapt.label.formats import Labels, Position, Row, input_format, output_format
 from langadapt.label.readers import Reader, reader_for
 from langadapt.label.writers import Writer
+from langadapt.paths import atomic_write
 from langadapt.serve.engine import PACKAGED, EngineSettings
 from langadapt.serve.errors import ServeError
 from langadapt.serve.routing import TASKS, Route

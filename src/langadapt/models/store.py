@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from langadapt.errors import AdapterNotFoundError, FingerprintMismatchError, StoreError
 from langadapt.models.manifest import Manifest, adapter_id, check_id, check_relative_path
-from langadapt.paths import default_store_dir, fsync_dir
+from langadapt.paths import atomic_write, default_store_dir, fsync_dir
 
 if TYPE_CHECKING:
     import torch
@@ -711,15 +711,8 @@ def _write_synced(path: Path, data: bytes) -> None:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    """Replace `path` with `text` atomically: temp file, fsync, os.replace, fsync the folder."""
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        _write_synced(temp, text.encode("ascii"))
-        temp.replace(path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    """Replace `path` with ASCII `text` atomically and durably."""
+    atomic_write(path, lambda handle: handle.write(text.encode("ascii")))
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -755,10 +748,10 @@ def _is_stale(entry: Path) -> bool:
     if len(parts) != 4 or not parts[2].isdigit() or parts[3] != socket.gethostname():
         return False
     pid = int(parts[2])
-    return pid != os.getpid() and not _pid_alive(pid)
+    return pid != os.getpid() and not pid_alive(pid)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether a process with this id exists on this machine (assumed alive where it cannot be told)."""
     if os.name == "nt":
         return True

@@ -19,7 +19,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from langadapt.models.store import pid_alive
+from langadapt.paths import atomic_write_json
 from langadapt.serve.engine import Engine
 from langadapt.serve.errors import ServeError
 
@@ -37,23 +38,6 @@ WORKERS_DIR = "workers"
 OPS = ("load", "unload", "pin", "unpin")
 KEEP_OPS = 1000
 HEARTBEAT_S = 1.0
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON to a temp file and rename it over `path`, so readers never see half a file."""
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temp.write_text(json.dumps(data, ensure_ascii=False, default=str), encoding="utf-8")
-    temp.replace(path)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -121,13 +105,14 @@ class ControlChannel:
             elif op in ("unpin", "unload"):
                 pins.discard(adapter_id)
             ops = [*state.ops, ControlOp(seq, op, adapter_id, tuple(tasks) if tasks else None)][-KEEP_OPS:]
-            _atomic_write_json(
+            atomic_write_json(
                 self.path,
                 {
                     "seq": seq,
                     "pins": sorted(pins),
                     "ops": [{"seq": o.seq, "op": o.op, "id": o.id, "tasks": list(o.tasks or [])} for o in ops],
                 },
+                durable=False,  # runtime state of this server's processes
             )
         return seq
 
@@ -139,7 +124,7 @@ class ControlChannel:
 
     def write_report(self, task: str, worker: int, report: dict[str, Any]) -> None:
         """Replace one worker's report atomically."""
-        _atomic_write_json(self.report_path(task, worker), report)
+        atomic_write_json(self.report_path(task, worker), report, durable=False)  # dies with the server
 
     def reports(self) -> list[dict[str, Any]]:
         """The reports of live workers, by task then worker (reports of dead processes are skipped)."""
@@ -147,7 +132,7 @@ class ControlChannel:
         for path in sorted(self.workers_dir.glob("*.json")):
             with contextlib.suppress(OSError, ValueError):
                 report = json.loads(path.read_text(encoding="utf-8"))
-                if isinstance(report, dict) and _pid_alive(int(report.get("pid", -1))):
+                if isinstance(report, dict) and pid_alive(int(report.get("pid", -1))):
                     found.append(report)
         return sorted(found, key=lambda r: (r.get("task", ""), r.get("worker", 0)))
 
