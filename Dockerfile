@@ -40,7 +40,7 @@ RUN pip install ".[gpu]" \
     && python -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers()"
 ENV LANGADAPT_CACHE=/opt/langadapt-cache HF_HUB_OFFLINE=1
 RUN langadapt model info embedded --json \
-    && python -c "from langadapt.serve.engine import packaged_defaults_dir as d; p = d(); \
+    && python -c "from langadapt.models.store_view import packaged_defaults_dir as d; p = d(); \
 assert p and any(p.rglob('manifest.json')), 'no packaged default adapters'"
 
 # ------------------------------------------------------------------------------------------------ GPU image
@@ -91,7 +91,7 @@ RUN pip install . \
 # Convert the embedded base model at build time, so the container starts without it.
 ENV LANGADAPT_CACHE=/opt/langadapt-cache HF_HUB_OFFLINE=1
 RUN langadapt model info embedded --json \
-    && python -c "from langadapt.serve.engine import packaged_defaults_dir as d; p = d(); \
+    && python -c "from langadapt.models.store_view import packaged_defaults_dir as d; p = d(); \
 assert p and any(p.rglob('manifest.json')), 'no packaged default adapters'"
 
 # ------------------------------------------------------------------------------------------------ CPU image

@@ -149,8 +149,8 @@ def options(spec: dict[str, Any], source: Path, output: Path, **overrides: Any) 
 
 def measure_throughput(spec: dict[str, Any]) -> dict[str, Any]:
     """Label job vs raw engine on the same corpus, alternating rounds; rows per second of each round."""
+    from langadapt.inference.engine import Engine, EngineSettings, Job
     from langadapt.label.job import LabelJob
-    from langadapt.serve.engine import Engine, EngineSettings, Job
 
     source = Path(spec["corpus"])
     rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]

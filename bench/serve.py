@@ -104,7 +104,7 @@ def measure_memory(args: argparse.Namespace) -> dict[str, Any]:
     """RSS with the base alone, then with more and more stacks active (language + task adapters)."""
     import gc
 
-    from langadapt.serve.engine import Engine, EngineSettings
+    from langadapt.inference.engine import Engine, EngineSettings
 
     setup = json.loads(Path(args.setup).read_text())
     engine = Engine(
@@ -145,7 +145,7 @@ def measure_memory(args: argparse.Namespace) -> dict[str, Any]:
 
 def measure_engine(args: argparse.Namespace) -> dict[str, Any]:
     """Requests per second of `Engine.run` on the benchmark requests, one request at a time and batched."""
-    from langadapt.serve.engine import Engine, EngineSettings, Job
+    from langadapt.inference.engine import Engine, EngineSettings, Job
 
     setup = json.loads(Path(args.setup).read_text())
     engine = Engine(EngineSettings(base=args.base, store=setup["store"], defaults=None, threads=args.threads))

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from langadapt.serve.engine import packaged_defaults_dir
+from langadapt.models.store_view import packaged_defaults_dir
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from langadapt.label.job import LabelJob, LabelOptions
-from langadapt.serve.engine import packaged_defaults_dir
+from langadapt.models.store_view import packaged_defaults_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from langadapt.training.alignment import (
+from langadapt.models.alignment import (
     IGNORE_INDEX,
     Entity,
     decode_entities,

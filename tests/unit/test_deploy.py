@@ -468,8 +468,8 @@ class Exported:
 @pytest.fixture(scope="module")
 def served_app(tiny_xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The real server's FastAPI app, built in process on the tiny model (its workers are not started)."""
+    from langadapt.inference.engine import EngineSettings
     from langadapt.serve.app import ServerConfig, build_server
-    from langadapt.serve.engine import EngineSettings
     from langadapt.serve.metrics import MULTIPROC_ENV
 
     tmp = tmp_path_factory.mktemp("deploy-app")

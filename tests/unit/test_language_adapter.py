@@ -238,7 +238,7 @@ def test_resume_refuses_other_settings_and_finished_runs(tiny_xlmr_dir: Path, te
 def test_store_round_trip_reproduces_mlm_logits_and_serves_a_plain_encoder(
     headless: bool, tiny_xlmr_dir: Path, plain_bert_dir: Path, text_file: Path, tmp_path: Path
 ) -> None:
-    from langadapt.training.modeling import load_adapter_model, load_language_adapter
+    from langadapt.models.modeling import load_adapter_model, load_language_adapter
 
     base = plain_bert_dir if headless else tiny_xlmr_dir
     result = train_language_adapter(settings(base, tmp_path / "run", text_file, kind="seq_bn_inv", max_steps=20))

@@ -23,11 +23,11 @@ import yaml
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'langadapt[ray]')")
 serve = pytest.importorskip("ray.serve", reason="ray[serve] is not installed (pip install 'langadapt[ray]')")
 
+from langadapt.inference.engine import Engine, EngineSettings  # noqa: E402
+from langadapt.inference.errors import ServeError  # noqa: E402
 from langadapt.models.base import resolve_base_model  # noqa: E402
 from langadapt.models.store import AdapterStore  # noqa: E402
 from langadapt.serve.api import ServeSettings, api_for  # noqa: E402
-from langadapt.serve.engine import Engine, EngineSettings  # noqa: E402
-from langadapt.serve.errors import ServeError  # noqa: E402
 from langadapt.serve.ray_app import (  # noqa: E402
     HELD_HEADER,
     REPLICA_HEADER,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from langadapt.inference.cache import ADAPTER, STACK, AdapterCache, AdapterLoadError, LoadedAdapter, weights_nbytes
+from langadapt.inference.routing import StackKey
 from langadapt.models.bank import AdapterBank, AdapterWeights, BankLayout
 from langadapt.models.heads import Head
-from langadapt.serve.cache import ADAPTER, STACK, AdapterCache, AdapterLoadError, LoadedAdapter, weights_nbytes
-from langadapt.serve.routing import AdapterRef, StackKey
+from langadapt.models.store_view import AdapterRef
 
 HIDDEN, LAYERS, RANK = 8, 2, 2
 LAYOUT = BankLayout(num_layers=LAYERS, hidden_size=HIDDEN)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from langadapt.inference.errors import ServeError
 from langadapt.serve.control import ControlChannel, ControlFollower
-from langadapt.serve.errors import ServeError
 
 
 class FakeEngine:

@@ -12,14 +12,15 @@ import pytest
 import torch
 from adapters.composition import Stack
 
+from langadapt.inference.engine import Engine, EngineSettings, Job, TextResult
+from langadapt.inference.errors import ServeError
+from langadapt.inference.routing import NO_LANGUAGE_ADAPTER
+from langadapt.models.alignment import decode_entities, encode_text, merge_windows
 from langadapt.models.base import BaseModelInfo, load_tokenizer, resolve_base_model
 from langadapt.models.manifest import Manifest
 from langadapt.models.store import AdapterStore
-from langadapt.serve.engine import Engine, EngineSettings, Job, TextResult
-from langadapt.serve.errors import ServeError
-from langadapt.serve.routing import NO_LANGUAGE_ADAPTER, AdapterRef
+from langadapt.models.store_view import AdapterRef
 from langadapt.serve.synthetic import AdapterFactory
-from langadapt.training.alignment import decode_entities, encode_text, merge_windows
 
 YO_TEXT = "Adébáyọ̀ ń ṣiṣẹ́ ní ilé-iṣẹ́ ìjọba ní Abuja lánàá."
 HA_TEXT = "Shugaban kasa ya ziyarci Legas ranar Litinin."

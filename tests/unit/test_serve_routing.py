@@ -9,22 +9,18 @@ from typing import Any
 import pytest
 
 from langadapt.errors import LanguageCodeError
-from langadapt.models.manifest import Manifest
-from langadapt.models.store import AdapterStore
-from langadapt.serve.errors import ServeError
-from langadapt.serve.routing import (
-    DEFAULTS,
+from langadapt.inference.errors import ServeError
+from langadapt.inference.routing import (
     LANGUAGE_ADAPTER_VERSION,
     NO_LANGUAGE_ADAPTER,
     RELATED_LANGUAGE,
-    STORE,
-    AdapterRef,
-    Candidate,
-    LayeredStore,
     Router,
     RouteTable,
     parse_fallbacks,
 )
+from langadapt.models.manifest import Manifest
+from langadapt.models.store import AdapterStore
+from langadapt.models.store_view import DEFAULTS, STORE, AdapterRef, Candidate, LayeredStore
 
 FP = "f" * 64
 NER_LABELS = ["O", "B-PER", "I-PER"]
@@ -195,7 +191,7 @@ def test_the_writable_store_shadows_the_defaults_and_drives_the_generation(tmp_p
 
 
 def test_resolution_memo_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from langadapt.serve import routing
+    from langadapt.inference import routing
 
     monkeypatch.setattr(routing, "RESOLVE_CACHE_SIZE", 8)
     t = table(YO_LANG, YO_NER)
@@ -208,7 +204,7 @@ def test_resolution_memo_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_store_index_reads_each_manifest_once_and_follows_removals(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from langadapt.serve.routing import StoreIndex
+    from langadapt.models.store_view import StoreIndex
 
     store = AdapterStore(tmp_path / "store")
     publish(store, YO_NER, tmp_path / "src")

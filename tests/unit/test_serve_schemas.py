@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from langadapt.errors import LangadaptError
+from langadapt.inference.errors import ServeError
 from langadapt.serve.auth import ApiKeys, presented_key, read_keys_file
-from langadapt.serve.errors import ServeError
 from langadapt.serve.limits import Limits, text_problem
 from langadapt.serve.schemas import TEXT_TOO_LONG, TOO_MANY_TEXTS, LabelRequest, LoadRequest
 

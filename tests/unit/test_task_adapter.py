@@ -16,8 +16,7 @@ from safetensors.torch import load_file
 
 from langadapt.errors import LangadaptError
 from langadapt.models.base import BaseModelInfo, resolve_base_model
-from langadapt.models.store import AdapterStore
-from langadapt.training.modeling import (
+from langadapt.models.modeling import (
     add_task_adapter,
     drop_heads,
     load_adapter_model,
@@ -25,6 +24,7 @@ from langadapt.training.modeling import (
     load_task_adapter,
     module_name,
 )
+from langadapt.models.store import AdapterStore
 from langadapt.training.runs import RunRecord
 from langadapt.training.task_adapter import (
     TaskRunResult,

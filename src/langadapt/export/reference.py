@@ -99,7 +99,7 @@ class ReferenceStack:
 
 def load_reference(store: AdapterStore, sources: StackSources, info: BaseModelInfo) -> ReferenceStack:
     """Load the stack from the store onto the base model and activate it; the fingerprint must match."""
-    from langadapt.training.modeling import (
+    from langadapt.models.modeling import (
         activate,
         drop_heads,
         load_adapter_model,

@@ -136,7 +136,7 @@ def _store_stacks(
     model: Any, store: AdapterStore, info: BaseModelInfo, layout: BankLayout
 ) -> tuple[list[CheckStack], dict[str, str]]:
     """Up to `MAX_STORE_STACKS` real task adapters of this base (with their language adapters) as check stacks."""
-    from langadapt.training.modeling import load_language_adapter, load_task_adapter, module_name
+    from langadapt.models.modeling import load_language_adapter, load_task_adapter, module_name
 
     stacks: list[CheckStack] = []
     skipped: dict[str, str] = {}
@@ -238,7 +238,7 @@ def build_swappable_graph(
 
 
 def _load_model(info: BaseModelInfo) -> Any:
-    from langadapt.training.modeling import drop_heads, load_adapter_model
+    from langadapt.models.modeling import drop_heads, load_adapter_model
 
     model = load_adapter_model(info)
     drop_heads(model)

@@ -317,7 +317,7 @@ def check_swappable(
     fp32 must match within `FP32_ATOL`; fp16 must agree on `MIN_AGREEMENT` of the predicted labels.
     """
     from langadapt.models.bank import AdapterBank
-    from langadapt.training.modeling import activate
+    from langadapt.models.modeling import activate
 
     if len(stacks) < MIN_SWAPPABLE_STACKS:
         raise ExportError(f"the swappable check needs ≥ {MIN_SWAPPABLE_STACKS} stacks, got {len(stacks)}")

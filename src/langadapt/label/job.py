@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from langadapt.errors import LangadaptError
+from langadapt.inference.engine import EngineSettings
+from langadapt.inference.errors import ServeError
+from langadapt.inference.routing import TASKS, Route
 from langadapt.label.checkpoint import Checkpoint, Partial, input_fingerprint, write_json
 from langadapt.label.formats import Labels, Position, Row, input_format, output_format
 from langadapt.label.readers import Reader, reader_for
 from langadapt.label.writers import Writer
+from langadapt.models.store_view import PACKAGED
 from langadapt.paths import atomic_write
-from langadapt.serve.engine import PACKAGED, EngineSettings
-from langadapt.serve.errors import ServeError
-from langadapt.serve.routing import TASKS, Route
 
 PAUSE_ENV = "LANGADAPT_LABEL_PAUSE"  # test hook: seconds to sleep at each commit step (makes kill timing easy)
 RESTART_HINT = "rerun with --restart to discard it and label from the start, or write to another -o path"
@@ -118,7 +119,7 @@ class LocalRunner(Runner):
     """Labels chunks in this process with one engine."""
 
     def __init__(self, settings: EngineSettings) -> None:
-        from langadapt.serve.engine import Engine
+        from langadapt.inference.engine import Engine
 
         self.engine = Engine(settings)
         self.stats = {}

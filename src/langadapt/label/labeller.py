@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from langadapt.errors import LanguageCodeError
+from langadapt.inference.engine import Engine, Job, TextResult
+from langadapt.inference.errors import ServeError
+from langadapt.inference.routing import Route
 from langadapt.label.formats import ERROR_COLUMN, NER, Labels, Row, added_columns
 from langadapt.models.language import canonical_language
-from langadapt.serve.engine import Engine, Job, TextResult
-from langadapt.serve.errors import ServeError
-from langadapt.serve.routing import Route
 
 DIGITS = 6  # scores are written rounded: enough for any use, and stable across batchings
 UNKNOWN_LANGUAGE, NO_ADAPTER, ENGINE = "unknown_language", "no_adapter", "engine"

@@ -20,11 +20,11 @@ from itertools import islice
 from typing import Any
 
 from langadapt.errors import LangadaptError
+from langadapt.inference.engine import EngineSettings
+from langadapt.inference.routing import Route
 from langadapt.label.formats import Position
 from langadapt.label.job import ChunkResult, LabelOptions, Runner, adapter_record
 from langadapt.label.readers import Reader
-from langadapt.serve.engine import EngineSettings
-from langadapt.serve.routing import Route
 
 READ_CPUS = 0.25  # a read task parses text: a fraction of a CPU
 
@@ -98,8 +98,8 @@ class LabelActor:
     """A Ray Data actor: one engine, labelling whole chunks of pickled rows."""
 
     def __init__(self, settings: EngineSettings, tasks: tuple[str, ...], lang: str | None) -> None:
+        from langadapt.inference.engine import Engine
         from langadapt.label.labeller import Labeller
-        from langadapt.serve.engine import Engine
 
         self.labeller = Labeller(Engine(settings), tasks, lang)
 
@@ -134,13 +134,12 @@ class RayRunner(Runner):
             import ray
         except ImportError:
             raise LangadaptError("--ray needs Ray Data", "install it: pip install 'langadapt[ray]'") from None
+        from langadapt.inference.routing import Router
         from langadapt.models.base import resolve_base_model
-        from langadapt.models.store import AdapterStore
-        from langadapt.serve.routing import LayeredStore, Router
+        from langadapt.models.store_view import store_view
 
         info = resolve_base_model(settings.base)
-        defaults = settings.defaults_dir()
-        stores = LayeredStore(AdapterStore(settings.store), AdapterStore(defaults) if defaults is not None else None)
+        stores = store_view(settings.store, settings.defaults)
         self.router = Router(stores, info.fingerprint, tasks=settings.tasks)
         self.fingerprint = info.fingerprint
         self.store_root = stores.writable.root

@@ -25,11 +25,12 @@ from litserve.loops.simple_loops import BatchedLoop
 from litserve.transport.base import MessageTransport
 from litserve.utils import LitAPIStatus, LoopResponseType
 
+from langadapt.inference.engine import BatchStats, Engine, EngineHooks, EngineSettings, Job, TextResult
+from langadapt.inference.errors import ServeError
+from langadapt.inference.routing import Route
+from langadapt.models.store_view import AdapterRef
 from langadapt.serve.control import ControlChannel, ControlFollower
-from langadapt.serve.engine import BatchStats, Engine, EngineHooks, EngineSettings, Job, TextResult
-from langadapt.serve.errors import ServeError
 from langadapt.serve.metrics import NO_LANGUAGE, get_metrics
-from langadapt.serve.routing import AdapterRef, Route
 from langadapt.serve.schemas import (
     ClassificationResponse,
     ClassificationResult,

@@ -30,20 +30,21 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from langadapt.errors import LangadaptError, LanguageCodeError
+from langadapt.inference.engine import EngineSettings
+from langadapt.inference.errors import ServeError, error_body
+from langadapt.inference.routing import LANGUAGE_TASK, TASKS, RouteTable
 from langadapt.models.base import BaseModelInfo, resolve_base_model
 from langadapt.models.language import canonical_language
 from langadapt.models.manifest import Manifest
 from langadapt.models.manifest import adapter_id as conventional_id
 from langadapt.models.store import MANIFEST_FILE, AdapterStore
+from langadapt.models.store_view import LayeredStore, store_view
 from langadapt.serve.api import ServeSettings, api_for
 from langadapt.serve.auth import ApiKeys
 from langadapt.serve.control import ControlChannel
-from langadapt.serve.engine import EngineSettings
-from langadapt.serve.errors import ServeError, error_body
 from langadapt.serve.gateway import Gateway, InFlight
 from langadapt.serve.limits import Limits
 from langadapt.serve.metrics import get_metrics
-from langadapt.serve.routing import LANGUAGE_TASK, TASKS, LayeredStore, RouteTable
 from langadapt.serve.schemas import SIZE_ERRORS, AdaptersResponse, AdminResult, ErrorBody, LoadRequest, WorkerView
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,7 @@ def build_server(config: ServerConfig) -> ls.LitServer:
     channel = ControlChannel(config.runtime_dir)
     in_flight = {task: InFlight(mp.Value("i", 0)) for task in config.tasks}
     info = resolve_base_model(config.engine.base)
-    defaults = config.engine.defaults_dir()
-    stores = LayeredStore(AdapterStore(config.engine.store), AdapterStore(defaults) if defaults else None)
+    stores = store_view(config.engine.store, config.engine.defaults)
     holder: dict[str, ls.LitServer] = {}
     checked: dict[str, tuple[float, bool]] = {}
 

@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
-from langadapt.serve.backends import BACKENDS, DEVICES
+from langadapt.inference.backends import BACKENDS, DEVICES
+from langadapt.inference.routing import TASKS
 from langadapt.serve.limits import Limits
-from langadapt.serve.routing import TASKS
 
 __all__ = ["register", "serve"]
 
@@ -177,11 +177,12 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def _build(**options: Any) -> tuple[Any, Any]:
     """The LitServer and its config from the command's options."""
+    from langadapt.inference.engine import EngineSettings
+    from langadapt.inference.routing import parse_fallbacks
     from langadapt.models.language import canonical_language
+    from langadapt.models.store_view import PACKAGED
     from langadapt.serve.app import ServerConfig, build_server
     from langadapt.serve.auth import ApiKeys
-    from langadapt.serve.engine import PACKAGED, EngineSettings
-    from langadapt.serve.routing import parse_fallbacks
 
     tasks = options["tasks"]
     workers = parse_workers(options["workers"], tasks)

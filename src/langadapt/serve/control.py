@@ -26,10 +26,10 @@ from typing import Any
 
 from filelock import FileLock
 
+from langadapt.inference.engine import Engine
+from langadapt.inference.errors import ServeError
 from langadapt.models.store import pid_alive
 from langadapt.paths import atomic_write_json
-from langadapt.serve.engine import Engine
-from langadapt.serve.errors import ServeError
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from langadapt.inference.errors import error_body
 from langadapt.serve.auth import ApiKeys, presented_key
-from langadapt.serve.errors import error_body
 from langadapt.serve.limits import Limits
 from langadapt.serve.metrics import NO_LANGUAGE, get_metrics
 

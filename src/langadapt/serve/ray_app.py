@@ -40,20 +40,20 @@ from ray.serve import Application, Deployment
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from langadapt.inference.backends import BACKENDS, DEVICES
+from langadapt.inference.cache import AdapterLoadError
+from langadapt.inference.engine import Engine, EngineSettings, Job, TextResult
+from langadapt.inference.errors import ServeError, error_body
+from langadapt.inference.routing import TASKS, Router, StackKey, parse_fallbacks
 from langadapt.models.base import resolve_base_model
 from langadapt.models.language import canonical_language
-from langadapt.models.store import AdapterStore
+from langadapt.models.store_view import PACKAGED, store_view
 from langadapt.serve.api import LANGUAGE_HEADER, response_body
 from langadapt.serve.app import install_error_handlers
 from langadapt.serve.auth import ApiKeys
-from langadapt.serve.backends import BACKENDS, DEVICES
-from langadapt.serve.cache import AdapterLoadError
-from langadapt.serve.engine import PACKAGED, Engine, EngineSettings, Job, TextResult
-from langadapt.serve.errors import ServeError, error_body
 from langadapt.serve.gateway import RETRY_AFTER_S, Gateway, InFlight
 from langadapt.serve.limits import Limits
 from langadapt.serve.metrics import NO_LANGUAGE, get_metrics
-from langadapt.serve.routing import TASKS, LayeredStore, Router, StackKey, parse_fallbacks
 from langadapt.serve.schemas import ClassificationResponse, ErrorBody, LabelRequest, NerResponse
 
 log = logging.getLogger(__name__)
@@ -325,10 +325,7 @@ class LangadaptIngress:
         # No admin API here: admin routes stay closed whatever the host (the store is the way to publish).
         self.keys = dataclasses.replace(ApiKeys.load(), admin_open=False)
         self.info = resolve_base_model(settings.engine.base)
-        defaults = settings.engine.defaults_dir()
-        stores = LayeredStore(
-            AdapterStore(settings.engine.store), AdapterStore(defaults) if defaults is not None else None
-        )
+        stores = store_view(settings.engine.store, settings.engine.defaults)
         self.router = Router(
             stores, self.info.fingerprint, fallbacks=dict(settings.engine.fallbacks), tasks=settings.tasks
         )

@@ -524,7 +524,7 @@ def train_language_adapter(
     from langadapt.models.base import load_tokenizer, resolve_base_model
     from langadapt.models.language import canonical_language
     from langadapt.models.manifest import Manifest, TrainingInfo, adapter_id
-    from langadapt.training.modeling import module_name
+    from langadapt.models.modeling import module_name
     from langadapt.training.readers import read_mlm_text
 
     started = time.perf_counter()
@@ -714,7 +714,7 @@ def load_language_adapter_mlm(
     info: Any, store: Any, adapter_id: str, version: int | None = None
 ) -> tuple[MaskedLM, Any]:
     """The base as an MLM model with a stored language adapter active (and its trained head, if it has one)."""
-    from langadapt.training.modeling import module_name
+    from langadapt.models.modeling import module_name
 
     manifest, folder = store.open(adapter_id, version, expected_fingerprint=info.fingerprint)
     if manifest.task != "mlm":

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from langadapt.errors import LangadaptError
-from langadapt.training.alignment import (
+from langadapt.models.alignment import (
     IGNORE_INDEX,
     WordEncoding,
     encode_words,
@@ -650,7 +650,7 @@ def _prepare_model(
     import torch
     from adapters.composition import Stack
 
-    from langadapt.training.modeling import (
+    from langadapt.models.modeling import (
         activate,
         add_head,
         add_task_adapter,
@@ -750,10 +750,10 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
     from langadapt.models.base import load_tokenizer, resolve_base_model
     from langadapt.models.language import canonical_language
     from langadapt.models.manifest import Manifest, TrainingInfo, adapter_id
+    from langadapt.models.modeling import FULL_KIND, HEAD_TYPES, module_name, save_task_adapter
     from langadapt.models.store import AdapterStore
     from langadapt.training.loop import LoopConfig, TrainLoop, load_trainable_state
     from langadapt.training.metrics import majority_label, selection_metric
-    from langadapt.training.modeling import FULL_KIND, HEAD_TYPES, module_name, save_task_adapter
 
     started = time.perf_counter()
     language = canonical_language(settings.language)
@@ -959,8 +959,7 @@ def evaluate_task_adapter(
 ) -> EvalResult:
     """Score a stored task adapter (with its recorded language adapter) on a test file, beside the majority."""
     from langadapt.models.base import load_tokenizer, resolve_base_model
-    from langadapt.models.store import AdapterStore
-    from langadapt.training.modeling import (
+    from langadapt.models.modeling import (
         FULL_KIND,
         HEAD_TYPES,
         drop_heads,
@@ -968,6 +967,7 @@ def evaluate_task_adapter(
         load_stack,
         module_name,
     )
+    from langadapt.models.store import AdapterStore
 
     started = time.perf_counter()
     adapter_store = AdapterStore(store)

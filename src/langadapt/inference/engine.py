@@ -10,7 +10,7 @@ the windows are sorted by length and packed into forward passes (at most `max_ro
 padded tokens each: cache-sized on a CPU, large on a GPU), each row under its own adapter stack (its `Lease`
 on a bank index), and the heads run once per group of rows sharing a stack. Long texts are never truncated:
 classification averages the label probabilities of overlapping windows (weighted by each window's token
-count); NER reads each word in the window where it is most central (`langadapt.training.alignment`) and maps
+count); NER reads each word in the window where it is most central (`langadapt.models.alignment`) and maps
 entities back to character offsets.
 
 Hot loading: `refresh()` follows the writable store's generation. For every (task, language) it has served,
@@ -35,36 +35,20 @@ import torch
 from torch import Tensor
 
 from langadapt.errors import StoreError
+from langadapt.inference.backends import create_backend, resolve_device
+from langadapt.inference.cache import AdapterCache, AdapterLoadError, Lease, LoadedAdapter
+from langadapt.inference.errors import ServeError
+from langadapt.inference.routing import HEAD_TYPES, LANGUAGE_TASK, TASKS, Route, Router, StackKey
+from langadapt.models.alignment import Entity, WordEncoding, decode_entities, encode_text, merge_windows
 from langadapt.models.bank import AdapterWeights
 from langadapt.models.base import load_tokenizer, resolve_base_model
 from langadapt.models.heads import Head
-from langadapt.models.store import AdapterStore
-from langadapt.serve.backends import create_backend, resolve_device
-from langadapt.serve.cache import AdapterCache, AdapterLoadError, Lease, LoadedAdapter
-from langadapt.serve.errors import ServeError
-from langadapt.serve.routing import (
-    HEAD_TYPES,
-    LANGUAGE_TASK,
-    TASKS,
-    AdapterRef,
-    LayeredStore,
-    Route,
-    Router,
-    StackKey,
-)
-from langadapt.training.alignment import Entity, WordEncoding, decode_entities, encode_text, merge_windows
+from langadapt.models.store_view import PACKAGED, AdapterRef, defaults_root, store_view
 
 log = logging.getLogger(__name__)
 
-PACKAGED = "packaged"
 MAX_REROUTES = 8
 CPU_PASS_TOKENS, CUDA_PASS_TOKENS = 512, 16_384
-
-
-def packaged_defaults_dir() -> Path | None:
-    """The default adapter store shipped inside the package, if this build has one."""
-    root = Path(__file__).resolve().parent.parent / "default_adapters"
-    return root if (root / "adapters").is_dir() else None
 
 
 @dataclass(frozen=True)
@@ -85,11 +69,7 @@ class EngineSettings:
 
     def defaults_dir(self) -> Path | None:
         """The read-only default store's directory, if any."""
-        if self.defaults is None:
-            return None
-        if self.defaults == PACKAGED:
-            return packaged_defaults_dir()
-        return Path(self.defaults)
+        return defaults_root(self.defaults)
 
 
 @dataclass(frozen=True)
@@ -167,10 +147,7 @@ class Engine:
         self.info = resolve_base_model(self.settings.base)
         self.tokenizer = load_tokenizer(self.info)
         self.device = resolve_device(self.settings.device)
-        defaults = self.settings.defaults_dir()
-        self.stores = LayeredStore(
-            AdapterStore(self.settings.store), AdapterStore(defaults) if defaults is not None else None
-        )
+        self.stores = store_view(self.settings.store, self.settings.defaults)
         self.backend = create_backend(self.settings.backend, self.info, self.device, self.settings.threads, self.stores)
         self.router = Router(
             self.stores, self.info.fingerprint, fallbacks=dict(self.settings.fallbacks), tasks=self.settings.tasks

@@ -28,7 +28,8 @@ from langadapt.models.base import BaseModelInfo, load_config_dict, quiet_transfo
 from langadapt.models.heads import Head
 
 if TYPE_CHECKING:
-    from langadapt.serve.routing import Candidate, LayeredStore, StackKey
+    from langadapt.inference.routing import StackKey
+    from langadapt.models.store_view import Candidate, LayeredStore
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from langadapt.inference.routing import StackKey
 from langadapt.models.bank import AdapterBank, AdapterWeights
 from langadapt.models.heads import Head
-from langadapt.serve.routing import AdapterRef, StackKey
+from langadapt.models.store_view import AdapterRef
 
 log = logging.getLogger(__name__)
 
