@@ -1,8 +1,9 @@
 """The real server over HTTP: a subprocess on a tiny model and a temporary store, killed in teardown.
 
-One server for the module (`--workers ner=2`, so hot loading is checked in two worker processes): every
-endpoint, every error case with its status and JSON body, the auth matrix, metrics per language, mixed-language
-batches, admin operations, hot loading under concurrent requests, and a corrupt publish.
+One server for the module (`--workers 2`, so hot loading is checked in two worker processes, each serving every
+task): every endpoint, every error case with its status and JSON body, the auth matrix, metrics per language,
+mixed-language batches, admin operations, hot loading under concurrent requests, and a corrupt publish. A second,
+one-worker server checks that one worker process answers every task and that one batch mixes tasks.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 YO_TEXT = "Adébáyọ̀ ń ṣiṣẹ́ ní ilé-iṣẹ́ ìjọba ní Abuja lánàá."
 HA_TEXT = "Shugaban kasa ya ziyarci Legas ranar Litinin."
 LONG_TEXT = " ".join(["Ọmọ náà lọ sí ilé ìwé ní Èkó lánàá, ó sì padà wá sílé."] * 20)
+TASKS = ["ner", "sentiment", "topic"]
 LIMITS = {"texts": 8, "chars": 4000, "body_bytes": 40_000, "queue": 6}
 
 
@@ -77,7 +79,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def server(tiny_xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("server")
+    yield from start_server(tiny_xlmr_dir, tmp_path_factory.mktemp("server"), workers=2, batch_timeout=0.05)
+
+
+@pytest.fixture(scope="module")
+def one_worker_server(tiny_xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One worker that waits up to half a second to fill a batch, so concurrent requests share one."""
+    yield from start_server(tiny_xlmr_dir, tmp_path_factory.mktemp("pool"), workers=1, batch_timeout=0.5)
+
+
+def start_server(tiny_xlmr_dir: Path, tmp: Path, *, workers: int, batch_timeout: float) -> Iterator[Server]:
+    """Publish the test adapters into a fresh store, start `langadapt serve` on it, yield once it is ready."""
     info = resolve_base_model(str(tiny_xlmr_dir))
     store = AdapterStore(tmp / "store")
     factory = AdapterFactory(info, seed=11)
@@ -105,8 +117,8 @@ def server(tiny_xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "-m",
         "langadapt.serve",
         *("--base", str(tiny_xlmr_dir), "--store", str(store.root), "--no-defaults"),
-        *("--port", str(port), "--workers", "ner=2", "--threads", "1"),
-        *("--max-batch-size", "8", "--batch-timeout", "0.05", "--watch-interval", "0.05"),
+        *("--port", str(port), "--workers", str(workers), "--threads", "1"),
+        *("--max-batch-size", "8", "--batch-timeout", str(batch_timeout), "--watch-interval", "0.05"),
         *("--max-texts", str(LIMITS["texts"]), "--max-chars", str(LIMITS["chars"])),
         *("--max-body-bytes", str(LIMITS["body_bytes"]), "--max-queue", str(LIMITS["queue"])),
         *("--fallback", "kin=swh", "--runtime-dir", str(tmp / "runtime"), "--log-level", "info"),
@@ -147,9 +159,13 @@ def test_health_ready_docs(server: Server) -> None:
     with server.client({}) as client:
         assert client.get("/health").json() == {"status": "ok"}
         ready = client.get("/ready").json()
-        assert ready["ready"] is True and ready["workers"] == {"ready": 4, "expected": 4} and ready["stacks"] >= 4
+        assert ready["ready"] is True and ready["workers"] == {"ready": 2, "expected": 2} and ready["stacks"] >= 4
         schema = client.get("/openapi.json").json()
-        assert {"/v1/ner", "/v1/sentiment", "/v1/topic", "/v1/adapters", "/v1/adapters/load"} <= set(schema["paths"])
+        paths = {"/v1/ner", "/v1/sentiment", "/v1/topic", "/v1/label", "/v1/adapters", "/v1/adapters/load"}
+        assert paths <= set(schema["paths"])
+        label = schema["paths"]["/v1/label"]["post"]
+        assert label["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/MultiTaskRequest")
+        assert label["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/MultiTaskResponse")
         ner = schema["paths"]["/v1/ner"]["post"]
         assert ner["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/LabelRequest")
         assert ner["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/NerResponse")
@@ -331,9 +347,9 @@ def test_metrics_are_merged_across_processes_and_labelled_by_language(server: Se
     assert delta("langadapt_request_seconds_count", task="ner", language="hau_Latn", status="200") == 2
     assert delta("langadapt_batch_texts_sum", task="ner") == 3 * 1 + 2 * 2  # the 404 never reached the engine
     assert delta("langadapt_batch_tokens_sum", task="ner") > 0
-    assert value(after, "langadapt_adapter_loads_total", task="ner", result="ok") >= 4  # two workers, two stacks
-    assert value(after, "langadapt_adapter_load_seconds_count", task="ner") >= 4
-    assert value(after, "langadapt_cache_bytes", task="ner") > 0
+    assert value(after, "langadapt_adapter_loads_total", task="all", result="ok") >= 4  # two workers, two stacks
+    assert value(after, "langadapt_adapter_load_seconds_count", task="all") >= 4
+    assert value(after, "langadapt_cache_bytes", task="all") > 0
     assert value(after, "langadapt_queue_depth", task="ner") == 0
 
 
@@ -362,13 +378,16 @@ def test_a_mixed_language_batch_gives_what_each_request_gives_alone(server: Serv
         for t in threads:
             t.join()
         after = samples(client)
-    batches = value(after, "langadapt_batch_requests_count", task="ner") - value(
-        before, "langadapt_batch_requests_count", task="ner"
+    labels = ("ner", "sentiment", "mixed")
+    batches = sum(
+        value(after, "langadapt_batch_requests_count", task=t) - value(before, "langadapt_batch_requests_count", task=t)
+        for t in labels
     )
-    requests_in_batches = value(after, "langadapt_batch_requests_sum", task="ner") - value(
-        before, "langadapt_batch_requests_sum", task="ner"
+    requests_in_batches = sum(
+        value(after, "langadapt_batch_requests_sum", task=t) - value(before, "langadapt_batch_requests_sum", task=t)
+        for t in labels
     )
-    assert requests_in_batches == 3 and batches < 3, "the ner requests were batched together"
+    assert requests_in_batches == 5 and batches < 5, "requests were batched together"
     for a, b in zip(alone, together, strict=True):
         assert a["language"] == b["language"]
         for ra, rb in zip(a["results"], b["results"], strict=True):
@@ -385,11 +404,102 @@ def test_a_mixed_language_batch_gives_what_each_request_gives_alone(server: Serv
                     assert sa["label"] == sb["label"] and sa["score"] == pytest.approx(sb["score"], abs=1e-5)
 
 
+# ------------------------------------------------------------------------------ one pool, /v1/label
+
+
+def same_result(single: dict[str, Any], multi: dict[str, Any]) -> None:
+    """A task's result in a `/v1/label` response equals its single-task response's result."""
+    assert single["stack"] == multi["stack"] and single["windows"] == multi["windows"]
+    if "entities" in single:
+        assert [(e["type"], e["start"], e["end"]) for e in single["entities"]] == [
+            (e["type"], e["start"], e["end"]) for e in multi["entities"]
+        ]
+    else:
+        assert single["label"] == multi["label"]
+        assert single["score"] == pytest.approx(multi["score"], abs=1e-5)
+
+
+def test_label_answers_every_task_of_the_language_in_one_response(server: Server) -> None:
+    texts = [YO_TEXT, "Ọ dára.", LONG_TEXT[:600]]
+    with server.client() as client:
+        response = client.post("/v1/label", json={"lang": "yo", "texts": texts})
+        singles = {t: client.post(f"/v1/{t}", json={"lang": "yo", "texts": texts}).json() for t in TASKS}
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["lang"], body["language"], body["tasks"], body["unavailable"]) == ("yo", "yor_Latn", TASKS, {})
+    assert len(body["results"]) == len(texts)
+    for i, result in enumerate(body["results"]):
+        for task in TASKS:
+            same_result(singles[task]["results"][i], result[task])
+
+
+def test_label_leaves_out_tasks_the_language_lacks_unless_asked_for(server: Server) -> None:
+    with server.client() as client:
+        left_to_server = client.post("/v1/label", json={"lang": "ha", "texts": [HA_TEXT]})
+        asked = client.post("/v1/label", json={"lang": "ha", "texts": [HA_TEXT], "tasks": ["topic", "ner"]})
+        some = client.post("/v1/label", json={"lang": "ha", "texts": [HA_TEXT], "tasks": ["sentiment"]})
+    assert left_to_server.status_code == 200, left_to_server.text
+    body = left_to_server.json()
+    assert body["tasks"] == ["ner", "sentiment"] and set(body["unavailable"]) == {"topic"}
+    assert body["results"][0]["topic"] is None and body["results"][0]["ner"] is not None
+    assert asked.status_code == 404
+    error = asked.json()
+    assert error["error"] == "task_unavailable" and error["available"] == ["ner", "sentiment"]
+    assert "topic" in error["detail"] and "hint" in error
+    assert some.status_code == 200 and some.json()["tasks"] == ["sentiment"]
+    assert some.json()["results"][0]["ner"] is None
+
+
+@pytest.mark.parametrize(
+    ("tasks", "needle"),
+    [(["pos"], "'ner', 'sentiment' or 'topic'"), (["ner", "ner"], "more than once"), ([], "at least 1"), ("ner", "")],
+)
+def test_label_refuses_bad_task_lists_with_422(server: Server, tasks: Any, needle: str) -> None:
+    with server.client() as client:
+        response = client.post("/v1/label", json={"lang": "yo", "texts": [YO_TEXT], "tasks": tasks})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_request" and needle in body["detail"] and body["hint"]
+
+
+def test_one_worker_serves_every_task_and_one_batch_mixes_them(one_worker_server: Server) -> None:
+    """Three concurrent requests of three tasks: one worker process answers all, in one batch."""
+    server = one_worker_server
+    with server.client() as client:
+        before = samples(client)
+        answers: dict[str, httpx.Response] = {}
+        barrier = threading.Barrier(len(TASKS))
+
+        def send(task: str) -> None:
+            with server.client() as own:
+                barrier.wait()
+                answers[task] = own.post(f"/v1/{task}", json={"lang": "yo", "texts": [YO_TEXT]})
+
+        threads = [threading.Thread(target=send, args=(task,)) for task in TASKS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        after = samples(client)
+        workers = client.get("/v1/adapters", headers=ADMIN).json()["workers"]
+    assert all(a.status_code == 200 for a in answers.values()), {t: a.text for t, a in answers.items()}
+    pids = {a.headers["x-langadapt-worker"] for a in answers.values()}
+    assert len(pids) == 1 and [str(w["pid"]) for w in workers] == list(pids)
+    assert {a.json()["task"] for a in answers.values()} == set(TASKS)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    mixed = delta("langadapt_batch_tasks_count") - delta("langadapt_batch_tasks_bucket", le="1.0")
+    assert mixed >= 1, "no batch mixed tasks"
+    assert delta("langadapt_batch_requests_sum", task="mixed") >= 2
+
+
 # ------------------------------------------------------------------------------------------ admin
 
 
-def ner_workers(client: httpx.Client) -> list[dict[str, Any]]:
-    return [w for w in client.get("/v1/adapters").json()["workers"] if w["task"] == "ner"]
+def pool_workers(client: httpx.Client) -> list[dict[str, Any]]:
+    return [w for w in client.get("/v1/adapters").json()["workers"] if w["task"] == "all"]
 
 
 def test_admin_lists_loads_pins_and_unloads_idempotently(server: Server) -> None:
@@ -397,7 +507,7 @@ def test_admin_lists_loads_pins_and_unloads_idempotently(server: Server) -> None
         listing = admin.get("/v1/adapters").json()
         ids = {a["id"] for a in listing["available"]}
         assert {"yor_Latn-ner", "yor_Latn-mlm-seq_bn", "hau_Latn-ner", "swh_Latn-topic"} <= ids
-        assert len(listing["workers"]) == 4 and len({w["pid"] for w in listing["workers"]}) == 4
+        assert len(listing["workers"]) == 2 and len({w["pid"] for w in listing["workers"]}) == 2
 
         for _ in range(2):
             response = admin.delete("/v1/adapters/hau_Latn-ner")
@@ -408,12 +518,12 @@ def test_admin_lists_loads_pins_and_unloads_idempotently(server: Server) -> None
         for _ in range(2):
             response = admin.post("/v1/adapters/load", json={"id": "hau_Latn-ner"})
             assert response.status_code == 200 and response.json()["applied"] is True
-        assert all(any(a["task_adapter"]["id"] == "hau_Latn-ner" for a in w["active"]) for w in ner_workers(admin))
+        assert all(any(a["task_adapter"]["id"] == "hau_Latn-ner" for a in w["active"]) for w in pool_workers(admin))
 
         response = admin.post("/v1/adapters/hau_Latn-ner/pin")
         assert response.status_code == 200
         assert admin.get("/v1/adapters").json()["pinned"] == ["hau_Latn-ner"]
-        for worker in ner_workers(admin):
+        for worker in pool_workers(admin):
             [stack] = [a for a in worker["active"] if a["task_adapter"]["id"] == "hau_Latn-ner"]
             assert stack["pinned"] is True
         assert admin.post("/v1/adapters/hau_Latn-ner/unpin").status_code == 200
@@ -494,7 +604,7 @@ def wait_for_workers(server: Server, predicate: Any, timeout: float = 15.0) -> f
     started = time.monotonic()
     with server.client(ADMIN) as admin:
         while True:
-            workers = ner_workers(admin)
+            workers = pool_workers(admin)
             if len(workers) == 2 and all(predicate(w) for w in workers):
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
@@ -525,7 +635,7 @@ def test_a_new_version_is_hot_loaded_in_both_workers_without_a_failed_request(se
     late = [v for t, v in traffic.versions if t > switched_at + seconds + 0.2]
     assert late and set(late) == {2}
     with server.client(ADMIN) as admin:  # the old stack left both banks
-        assert all(not has_version(1)(w) for w in ner_workers(admin))
+        assert all(not has_version(1)(w) for w in pool_workers(admin))
 
 
 def test_a_corrupt_publish_is_refused_while_the_previous_version_keeps_answering(server: Server) -> None:

@@ -27,7 +27,7 @@ from langadapt.inference.engine import Engine, EngineSettings  # noqa: E402
 from langadapt.inference.errors import ServeError  # noqa: E402
 from langadapt.models.base import resolve_base_model  # noqa: E402
 from langadapt.models.store import AdapterStore  # noqa: E402
-from langadapt.serve.api import ServeSettings, api_for  # noqa: E402
+from langadapt.serve.api import response_body  # noqa: E402
 from langadapt.serve.ray_app import (  # noqa: E402
     HELD_HEADER,
     REPLICA_HEADER,
@@ -109,8 +109,7 @@ def ray_app(tiny_xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 def expected_body(engine: Engine, task: str, lang: str, texts: list[str]) -> dict[str, Any]:
     """What the LitServe server answers: the plain engine's results through its task API's encoder."""
     results = engine.label(task, lang, texts)
-    encoder = api_for(task, ServeSettings(engine=engine.settings, runtime_dir=""))
-    body = encoder.response_body(LabelRequest(lang=lang, texts=texts), results[0].route.language, results)
+    body = response_body(task, LabelRequest(lang=lang, texts=texts), results[0].route.language, results)
     return body.model_dump(mode="json")
 
 

@@ -6,8 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from langadapt.errors import LangadaptError
-from langadapt.serve.cli_serve import parse_workers, register
+from langadapt.serve.cli_serve import register
 
 TASKS = ("ner", "sentiment", "topic")
 
@@ -46,13 +45,12 @@ def test_bad_choices_are_refused_before_starting(args: list[str], message: str) 
     assert message in result.output and "hint:" in result.output
 
 
-def test_worker_counts() -> None:
-    assert parse_workers("2", TASKS) == 2
-    assert parse_workers("ner=2", TASKS) == {"ner": 2, "sentiment": 1, "topic": 1}
-    assert parse_workers("ner=2,topic=3", TASKS) == {"ner": 2, "sentiment": 1, "topic": 3}
-    for bad in ("0", "many", "pos=2", "ner=0", "ner=x"):
-        with pytest.raises(LangadaptError):
-            parse_workers(bad, TASKS)
+def test_worker_count_is_one_number_for_every_task() -> None:
+    """One pool serves every task: `--workers` is a count, the old per-task form is refused with exit 2."""
+    for bad in ("0", "many", "ner=2"):
+        result = CliRunner().invoke(app(), ["serve", "--workers", bad])
+        assert result.exit_code == 2, (bad, result.output)
+        assert "--workers" in result.output
 
 
 def test_sigterm_stops_the_main_process_like_ctrl_c_and_ends_forked_workers_quietly() -> None:

@@ -1,10 +1,15 @@
-"""The LitServe side: one `LitAPI` per task, and the batching loop its workers run.
+"""The LitServe side: one `LitAPI` for every task, and the batching loop its workers run.
 
-Request path (LitServe's): HTTP handler (pydantic validation of `LabelRequest`) → the task's request queue →
-`BatchLoop` gathers requests → `decode_request` resolves each request's language to a route (a 404 stays
-with its own request, never fails the batch) → `predict` runs every routed request of the batch through
-`Engine.run` in shared forward passes → `encode_response` answers each request, errors included, as a
-`JSONResponse` with its own status and an `x-langadapt-language` header the metrics read.
+One worker pool serves every task and language: each inference worker process holds one base model and one
+adapter bank. `POST /v1/label` (LitServe's own route for this API) and `POST /v1/ner|sentiment|topic` (added by
+`app.add_task_routes`, submitting a `TaskCall` to the same queue) feed the same workers, so one dynamic batch
+may mix tasks and languages in one forward pass.
+
+Request path: HTTP handler (pydantic validation) → the pool's request queue → `BatchLoop` gathers requests →
+`decode_request` resolves each request's language and tasks to routes (a 404 stays with its own request, never
+fails the batch) → `predict` runs every routed (request, task) of the batch through `Engine.run` in shared
+forward passes → `encode_response` answers each request, errors included, as a `JSONResponse` with its own
+status, an `x-langadapt-language` header the metrics read and an `x-langadapt-worker` header (the worker's pid).
 """
 
 # No `from __future__ import annotations` here: LitServe reads `decode_request`'s and `encode_response`'s
@@ -37,6 +42,9 @@ from langadapt.serve.schemas import (
     EntityOut,
     LabelRequest,
     LabelScore,
+    MultiTaskRequest,
+    MultiTaskResponse,
+    MultiTaskResult,
     NerResponse,
     NerResult,
     StackOut,
@@ -45,6 +53,10 @@ from langadapt.serve.schemas import (
 log = logging.getLogger(__name__)
 
 LANGUAGE_HEADER = "x-langadapt-language"
+WORKER_HEADER = "x-langadapt-worker"
+LABEL_PATH = "/v1/label"
+POOL = "all"  # the worker pool in reports and metric labels: every worker serves every task
+MIXED = "mixed"  # the task label of a batch that mixed tasks
 
 
 @dataclass(frozen=True)
@@ -102,130 +114,178 @@ class BatchLoop(BatchedLoop):
 
 
 @dataclass(frozen=True)
+class TaskCall:
+    """A single-task request (`POST /v1/<task>`) as submitted to the shared worker pool."""
+
+    task: str
+    request: LabelRequest
+
+
+@dataclass(frozen=True)
 class Decoded:
-    """A validated request and its route, or the error that will answer it."""
+    """A validated request and its route per task, or the error that will answer it.
+
+    `single` is the task of a `/v1/<task>` request (answered in that task's response shape), None for
+    `/v1/label`; `unavailable` lists tasks a `/v1/label` request left to the server that the language lacks.
+    """
 
     request: LabelRequest
-    route: Route | None
+    single: str | None = None
+    routes: tuple[tuple[str, Route], ...] = ()
+    unavailable: tuple[tuple[str, str], ...] = ()
     error: ServeError | None = None
+
+    @property
+    def language(self) -> str:
+        """The canonical language it routed to (`none` before routing)."""
+        return self.routes[0][1].language if self.routes else NO_LANGUAGE
 
 
 @dataclass(frozen=True)
 class Answer:
-    """What `predict` gives each request: its results or its error."""
+    """What `predict` gives each request: its results per task, or its error."""
 
     decoded: Decoded
-    results: list[TextResult] | None
+    results: dict[str, list[TextResult]] | None
     error: ServeError | None = None
 
 
-class TaskAPI(ls.LitAPI):
-    """Serves one task at `/v1/<task>`: language routing, dynamic batching across requests, adapter stacks."""
+class InferenceAPI(ls.LitAPI):
+    """Every task at `/v1/label` and (through `TaskCall`s) `/v1/<task>`: routing, dynamic batching, stacks."""
 
-    def __init__(self, task: str, settings: ServeSettings) -> None:
+    def __init__(self, settings: ServeSettings) -> None:
         super().__init__(
             max_batch_size=settings.max_batch_size,
             batch_timeout=settings.batch_timeout,
-            api_path=f"/v1/{task}",
+            api_path=LABEL_PATH,
             loop=BatchLoop(),
         )
-        self.task = task
         self.settings = settings
         self.engine: Engine | None = None
         self.follower: ControlFollower | None = None
+        self.pid = str(os.getpid())
 
     # ------------------------------------------------------------------------------- worker set-up
 
     def setup(self, device: str) -> None:
-        """Load the base model and adapters for this task, then follow the store and the admin log."""
+        """Load the base model and the adapters of every task, then follow the store and the admin log."""
         metrics = get_metrics()
-        task = self.task
 
         def on_batch(stats: BatchStats) -> None:
-            metrics.batch_requests.labels(task).observe(stats.jobs)
-            metrics.batch_texts.labels(task).observe(sum(stats.texts.values()))
-            metrics.batch_tokens.labels(task).observe(stats.tokens)
-            metrics.batch_seconds.labels(task).observe(stats.seconds)
+            tasks = sorted(stats.texts)
+            which = tasks[0] if len(tasks) == 1 else MIXED
+            metrics.batch_tasks.observe(len(tasks))
+            metrics.batch_requests.labels(which).observe(stats.jobs)
+            for task, count in stats.texts.items():
+                metrics.batch_texts.labels(task).observe(count)
+            metrics.batch_tokens.labels(which).observe(stats.tokens)
+            metrics.batch_seconds.labels(which).observe(stats.seconds)
 
         def on_load(ref: AdapterRef, seconds: float, ok: bool) -> None:
-            metrics.adapter_loads.labels(task, "ok" if ok else "refused").inc()
+            metrics.adapter_loads.labels(POOL, "ok" if ok else "refused").inc()
             if ok:
-                metrics.adapter_load_seconds.labels(task).observe(seconds)
+                metrics.adapter_load_seconds.labels(POOL).observe(seconds)
 
         def on_evict(kind: str, _: str) -> None:
-            metrics.evictions.labels(task, kind).inc()
+            metrics.evictions.labels(POOL, kind).inc()
 
         engine_settings = self.settings.engine
         if engine_settings.device == "auto":
             engine_settings = replace(engine_settings, device=device)
-        engine_settings = replace(engine_settings, tasks=(task,))
         self.engine = Engine(engine_settings, hooks=EngineHooks(on_batch, on_load, on_evict))
+        self.pid = str(os.getpid())
         loaded = self.engine.preload(self.settings.preload)
         worker = int(os.environ.get("LITSERVE_WORKER_ID", "0"))
         self.follower = ControlFollower(
             self.engine,
             ControlChannel(Path(self.settings.runtime_dir)),
-            task,
+            POOL,
             worker,
             interval=self.settings.watch_interval,
-            on_tick=lambda engine: metrics.cache_bytes.labels(task).set(engine.cache.nbytes),
+            on_tick=lambda engine: metrics.cache_bytes.labels(POOL).set(engine.cache.nbytes),
         )
         self.follower.start()
-        log.info("%s worker %d ready on %s with %d stacks preloaded", task, worker, self.engine.device, loaded)
+        log.info(
+            "worker %d (pid %s) ready on %s with %d stacks preloaded", worker, self.pid, self.engine.device, loaded
+        )
 
     # --------------------------------------------------------------------------------- request path
 
-    def decode_request(self, request: LabelRequest) -> Decoded:
-        """Resolve the request's language for this task; a routing error is kept for this request alone."""
+    def decode_request(self, request: MultiTaskRequest) -> Decoded:
+        """Resolve the request's language for each of its tasks; a routing error is kept for this request alone."""
         engine = self._engine()
-        try:
-            return Decoded(request, engine.resolve(self.task, request.lang))
-        except ServeError as err:
-            return Decoded(request, None, err)
+        if isinstance(request, TaskCall):
+            try:
+                return Decoded(
+                    request.request, request.task, ((request.task, engine.resolve(request.task, request.request.lang)),)
+                )
+            except ServeError as err:
+                return Decoded(request.request, request.task, error=err)
+        served = engine.settings.tasks
+        asked = tuple(request.tasks) if request.tasks else None
+        routes: list[tuple[str, Route]] = []
+        missing: dict[str, ServeError] = {}
+        for task in asked or served:
+            if task not in served:
+                missing[task] = ServeError(
+                    404,
+                    "unknown_task",
+                    f"this server does not serve {task!r}",
+                    f"available tasks: {', '.join(served)}",
+                    extra={"available": list(served)},
+                )
+                continue
+            try:
+                routes.append((task, engine.resolve(task, request.lang)))
+            except ServeError as err:
+                missing[task] = err
+        if not routes:
+            return Decoded(request, error=next(iter(missing.values())))
+        if asked and missing:
+            return Decoded(request, error=_task_unavailable(engine, request.lang, routes, missing))
+        unavailable = tuple((task, err.detail) for task, err in missing.items())
+        return Decoded(request, None, tuple(routes), unavailable)
 
     def batch(self, inputs: list[Decoded]) -> list[Decoded]:
         """The batch is the list of decoded requests; `predict` packs their texts into forward passes."""
         return list(inputs)
 
     def predict(self, x: list[Decoded]) -> list[Answer]:
-        """Label every routed request of the batch together; each request gets its results or its error."""
-        routed = [d for d in x if d.route is not None]
-        outcomes = self._engine().run([Job(d.route, d.request.texts) for d in routed if d.route is not None])
-        by_id = {id(d): outcome for d, outcome in zip(routed, outcomes, strict=True)}
+        """Label every routed (request, task) of the batch together; each request gets its results or its error."""
+        jobs = [(d, task, Job(route, d.request.texts)) for d in x if d.error is None for task, route in d.routes]
+        outcomes = self._engine().run([job for _, _, job in jobs])
+        results: dict[int, dict[str, list[TextResult]]] = {}
+        failed: dict[int, ServeError] = {}
+        for (decoded, task, _), outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, ServeError):
+                failed.setdefault(id(decoded), outcome)
+            else:
+                results.setdefault(id(decoded), {})[task] = outcome
         answers = []
         for decoded in x:
-            if decoded.error is not None:
-                answers.append(Answer(decoded, None, decoded.error))
-                continue
-            outcome = by_id[id(decoded)]
-            if isinstance(outcome, ServeError):
-                answers.append(Answer(decoded, None, outcome))
-            else:
-                answers.append(Answer(decoded, outcome))
+            error = decoded.error or failed.get(id(decoded))
+            answers.append(Answer(decoded, None, error) if error else Answer(decoded, results.get(id(decoded), {})))
         return answers
 
     def unbatch(self, output: list[Answer]) -> list[Answer]:
         """One answer per request, in order."""
         return list(output)
 
-    def encode_response(self, output: Answer) -> Any:
-        """The JSON response (or error) for one request, with its routed language in a header."""
-        language = output.decoded.route.language if output.decoded.route is not None else NO_LANGUAGE
+    def encode_response(self, output: Answer) -> MultiTaskResponse:
+        """The JSON response (or error) for one request, in its route's shape, with language and worker headers."""
+        decoded = output.decoded
+        language = decoded.language
+        headers = {LANGUAGE_HEADER: language, WORKER_HEADER: self.pid}
         if output.error is not None:
-            return JSONResponse(
-                output.error.body(),
-                status_code=output.error.status,
-                headers={**output.error.headers, LANGUAGE_HEADER: language},
+            return JSONResponse(  # type: ignore[return-value]
+                output.error.body(), status_code=output.error.status, headers={**output.error.headers, **headers}
             )
-        results = output.results or []
-        if results:
-            language = results[0].route.language
-        body = self.response_body(output.decoded.request, language, results)
-        return JSONResponse(body.model_dump(mode="json"), headers={LANGUAGE_HEADER: language})
-
-    def response_body(self, request: LabelRequest, language: str, results: list[TextResult]) -> Any:
-        """The response model for this task."""
-        raise NotImplementedError
+        results = output.results or {}
+        if decoded.single is not None:
+            body: Any = response_body(decoded.single, decoded.request, language, results[decoded.single])
+        else:
+            body = multi_task_response(decoded, language, results)
+        return JSONResponse(body.model_dump(mode="json"), headers=headers)  # type: ignore[return-value]
 
     def _engine(self) -> Engine:
         if self.engine is None:
@@ -233,33 +293,47 @@ class TaskAPI(ls.LitAPI):
         return self.engine
 
 
+def _task_unavailable(
+    engine: Engine, lang: str, routes: list[tuple[str, Route]], missing: dict[str, ServeError]
+) -> ServeError:
+    """The 404 for a `/v1/label` request naming a task its language lacks, with the tasks it has."""
+    language = routes[0][1].language
+    has = [task for task, _ in routes]
+    for task in engine.settings.tasks:
+        if task not in has and task not in missing:
+            try:
+                engine.resolve(task, lang)
+                has.append(task)
+            except ServeError:
+                pass
+    names = ", ".join(sorted(missing))
+    return ServeError(
+        404,
+        "task_unavailable",
+        f"no {names} adapter serves {language}: " + "; ".join(err.detail for err in missing.values()),
+        f"{language} has: {', '.join(sorted(has))}; ask for those, or leave `tasks` out to run every task it has",
+        extra={"available": sorted(has)},
+    )
+
+
+def multi_task_response(decoded: Decoded, language: str, results: dict[str, list[TextResult]]) -> MultiTaskResponse:
+    """A `/v1/label` response: each task's result per text."""
+    request = decoded.request
+    per_task = {task: response_body(task, request, language, results[task]).results for task, _ in decoded.routes}
+    return MultiTaskResponse(
+        lang=request.lang,
+        language=language,
+        tasks=[task for task, _ in decoded.routes],
+        unavailable=dict(decoded.unavailable),
+        results=[
+            MultiTaskResult(**{task: items[i] for task, items in per_task.items()}) for i in range(len(request.texts))
+        ],
+    )
+
+
 def stack_out(route: Route) -> StackOut:
     """The response's stack description of a route."""
     return StackOut.model_validate(route.stack_dict())
-
-
-class ClassificationAPI(TaskAPI):
-    """Topic or sentiment: one label per text with every label's probability."""
-
-    def encode_response(self, output: Answer) -> ClassificationResponse:  # type: ignore[override]
-        """See `TaskAPI.encode_response`; the annotation gives the route its OpenAPI response model."""
-        return super().encode_response(output)
-
-    def response_body(self, request: LabelRequest, language: str, results: list[TextResult]) -> ClassificationResponse:
-        """Labels, scores, windows and stack per text."""
-        return classification_response(self.task, request, language, results)
-
-
-class NerAPI(TaskAPI):
-    """Named entities with character offsets into the original text."""
-
-    def encode_response(self, output: Answer) -> NerResponse:  # type: ignore[override]
-        """See `TaskAPI.encode_response`; the annotation gives the route its OpenAPI response model."""
-        return super().encode_response(output)
-
-    def response_body(self, request: LabelRequest, language: str, results: list[TextResult]) -> NerResponse:
-        """Entities, windows and stack per text."""
-        return ner_response(self.task, request, language, results)
 
 
 def classification_response(
@@ -307,8 +381,3 @@ def ner_response(task: str, request: LabelRequest, language: str, results: list[
 def response_body(task: str, request: LabelRequest, language: str, results: list[TextResult]) -> Any:
     """The response model of `task` for one request's results (the LitServe APIs and the Ray Serve app share it)."""
     return (ner_response if task == "ner" else classification_response)(task, request, language, results)
-
-
-def api_for(task: str, settings: ServeSettings) -> TaskAPI:
-    """The LitAPI serving `task`."""
-    return NerAPI(task, settings) if task == "ner" else ClassificationAPI(task, settings)

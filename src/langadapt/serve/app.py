@@ -1,8 +1,9 @@
-"""The server: one `LitServer` over a LitAPI per task, plus admin, health, readiness and metrics routes.
+"""The server: one `LitServer` over one LitAPI for every task, plus admin, health, readiness and metrics routes.
 
 `build_server(settings)` returns a ready-to-run `LitServer` whose FastAPI app (`server.app`) carries:
 
-- `POST /v1/{task}` (LitServe): labels in one language; see `langadapt.serve.api`.
+- `POST /v1/label` (LitServe) and `POST /v1/{task}`: labels in one language, several tasks or one; every route
+  feeds the same worker pool (each worker: one base model, every task and language); see `langadapt.serve.api`.
 - `GET /v1/adapters`, `POST /v1/adapters/load`, `DELETE /v1/adapters/{id}`, `POST /v1/adapters/{id}/pin|unpin`:
   admin, executed by every worker through the runtime directory's admin log (`langadapt.serve.control`).
 - `GET /health` (the HTTP process is alive), `GET /ready` (every worker loaded the base, ≥1 stack active),
@@ -18,7 +19,7 @@ import logging
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,29 +28,41 @@ import litserve as ls
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from litserve.server import RegularRequestHandler
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from langadapt.errors import LangadaptError, LanguageCodeError
 from langadapt.inference.engine import EngineSettings
 from langadapt.inference.errors import ServeError, error_body
-from langadapt.inference.routing import LANGUAGE_TASK, TASKS, RouteTable
+from langadapt.inference.routing import HEAD_TYPES, LANGUAGE_TASK, TASKS, RouteTable
 from langadapt.models.base import BaseModelInfo, resolve_base_model
 from langadapt.models.language import canonical_language
 from langadapt.models.manifest import Manifest
 from langadapt.models.manifest import adapter_id as conventional_id
 from langadapt.models.store import MANIFEST_FILE, AdapterStore
 from langadapt.models.store_view import LayeredStore, store_view
-from langadapt.serve.api import ServeSettings, api_for
+from langadapt.serve.api import LABEL_PATH, POOL, InferenceAPI, ServeSettings, TaskCall
 from langadapt.serve.auth import ApiKeys
 from langadapt.serve.control import ControlChannel
 from langadapt.serve.gateway import Gateway, InFlight
 from langadapt.serve.limits import Limits
 from langadapt.serve.metrics import get_metrics
-from langadapt.serve.schemas import SIZE_ERRORS, AdaptersResponse, AdminResult, ErrorBody, LoadRequest, WorkerView
+from langadapt.serve.schemas import (
+    SIZE_ERRORS,
+    AdaptersResponse,
+    AdminResult,
+    ClassificationResponse,
+    ErrorBody,
+    LabelRequest,
+    LoadRequest,
+    NerResponse,
+    WorkerView,
+)
 
 log = logging.getLogger(__name__)
 
 READY_TTL_S = 1.0
+WORKER_PREFIX = LABEL_PATH.rsplit("/", 1)[-1]  # LitServe names the workers `<last path part>_<i>`
 ERROR_SLUGS = {
     400: "bad_request",
     401: "unauthorized",
@@ -75,7 +88,7 @@ class ServerConfig:
     engine: EngineSettings
     runtime_dir: Path
     tasks: tuple[str, ...] = TASKS
-    workers: int | Mapping[str, int] = 1  # per task: one count for all, or task -> count
+    workers: int = 1  # inference worker processes per device, each serving every task
     max_batch_size: int = 16
     batch_timeout: float = 0.0
     timeout: float = 30.0
@@ -86,15 +99,9 @@ class ServerConfig:
     accelerator: str = "auto"
     fast_queue: bool = False  # ZeroMQ instead of manager queues for responses (LitServe's fast_queue)
 
-    def workers_for(self, task: str) -> int:
-        """Inference worker processes for one task."""
-        if isinstance(self.workers, int):
-            return self.workers
-        return int(self.workers.get(task, 1))
-
 
 def build_server(config: ServerConfig) -> ls.LitServer:
-    """The LitServer with one LitAPI per task, the gateway middleware and the langadapt routes."""
+    """The LitServer with one LitAPI for every task, the gateway middleware and the langadapt routes."""
     unknown = [t for t in config.tasks if t not in TASKS]
     if unknown or not config.tasks:
         raise LangadaptError(f"cannot serve tasks {unknown or '(none)'}", f"choose among {', '.join(TASKS)}")
@@ -108,26 +115,26 @@ def build_server(config: ServerConfig) -> ls.LitServer:
     )
     os.environ.update(config.limits.to_env())  # request schemas read them, in this process and its forks
     channel = ControlChannel(config.runtime_dir)
-    in_flight = {task: InFlight(mp.Value("i", 0)) for task in config.tasks}
+    in_flight = InFlight(mp.Value("i", 0))
     info = resolve_base_model(config.engine.base)
     stores = store_view(config.engine.store, config.engine.defaults)
     holder: dict[str, ls.LitServer] = {}
     checked: dict[str, tuple[float, bool]] = {}
 
-    def ready(task: str) -> bool:
-        """Whether a worker of `task` is ready; a yes is trusted for a second (asking the manager costs IPC)."""
+    def ready() -> bool:
+        """Whether a worker is ready; a yes is trusted for a second (asking the manager costs IPC)."""
         now = time.monotonic()
-        last = checked.get(task)
+        last = checked.get(POOL)
         if last is not None and last[1] and now - last[0] < READY_TTL_S:
             return True
         status = getattr(holder.get("server"), "workers_setup_status", None)
         if status is None:  # not started through LitServer.run (in-process tests): nothing to wait for
             return True
         try:
-            answer = any(k.startswith(f"{task}_") and v == "ready" for k, v in dict(status).items())
+            answer = any(k.startswith(f"{WORKER_PREFIX}_") and v == "ready" for k, v in dict(status).items())
         except (OSError, EOFError):  # the manager is gone: the server is shutting down
             answer = False
-        checked[task] = (now, answer)
+        checked[POOL] = (now, answer)
         return answer
 
     gateway_options = {
@@ -137,10 +144,11 @@ def build_server(config: ServerConfig) -> ls.LitServer:
         "in_flight": in_flight,
         "ready": ready,
     }
+    api = InferenceAPI(settings)
     server = ls.LitServer(
-        [api_for(task, settings) for task in config.tasks],
+        api,
         accelerator=config.accelerator,  # type: ignore[arg-type]
-        workers_per_device={f"/v1/{task}": config.workers_for(task) for task in config.tasks},
+        workers_per_device=config.workers,
         timeout=config.timeout,
         middlewares=[(Gateway, gateway_options)],
         fast_queue=config.fast_queue,
@@ -149,8 +157,35 @@ def build_server(config: ServerConfig) -> ls.LitServer:
     holder["server"] = server
     _replace_health(server.app)
     install_error_handlers(server.app, config.tasks)
+    add_task_routes(server, api, config.tasks)
     add_routes(server.app, config, channel, stores, info, server)
     return server
+
+
+def add_task_routes(server: ls.LitServer, api: InferenceAPI, tasks: tuple[str, ...]) -> None:
+    """`POST /v1/<task>` for each served task, submitting to the same worker pool as `/v1/label`."""
+    handler = RegularRequestHandler(api, server)
+    errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422)}
+    errors.update({code: {"model": ErrorBody} for code in (429, 503)})
+    for task in tasks:
+        server.app.add_api_route(
+            f"/v1/{task}",
+            _task_endpoint(handler, task),
+            methods=["POST"],
+            response_model=NerResponse if HEAD_TYPES[task] == "tagging" else ClassificationResponse,
+            responses=errors,
+            summary=f"Label texts in one language with the {task} adapter stack",
+            tags=["inference"],
+        )
+
+
+def _task_endpoint(handler: RegularRequestHandler, task: str) -> Callable[[LabelRequest], Awaitable[Response]]:
+    """The handler of `/v1/<task>`: the validated body, as a `TaskCall`, into the shared queue."""
+
+    async def label_task(request: LabelRequest) -> Response:
+        return await handler.handle_request(TaskCall(task, request), TaskCall)
+
+    return label_task
 
 
 def _replace_health(app: FastAPI) -> None:
@@ -253,7 +288,7 @@ def add_routes(
     def ready() -> JSONResponse:
         """Readiness: every worker loaded the base model, and at least one adapter stack is active."""
         reports = channel.reports()
-        expected = sum(config.workers_for(task) for task in tasks)
+        expected = config.workers
         status = getattr(server, "workers_setup_status", None)
         if status is not None:
             with contextlib.suppress(OSError, EOFError):
@@ -358,17 +393,15 @@ def _latest(stores: LayeredStore, adapter_id: str) -> Manifest:
 
 
 def _tasks_of(manifest: Manifest, served: tuple[str, ...]) -> list[str]:
-    """Which task workers an operation on this adapter concerns (a language adapter: all of them)."""
-    if manifest.task == LANGUAGE_TASK:
-        return list(served)
-    if manifest.task not in served:
+    """The workers an operation on this adapter concerns: the one pool, when the server serves its task."""
+    if manifest.task != LANGUAGE_TASK and manifest.task not in served:
         raise ServeError(
             409,
             "task_not_served",
             f"{manifest.id} is a {manifest.task} adapter and this server does not serve {manifest.task}",
             f"start the server with --tasks including {manifest.task}",
         )
-    return [manifest.task]
+    return [POOL]
 
 
 def _worker_view(report: Mapping[str, Any]) -> WorkerView:

@@ -45,8 +45,11 @@ def serve(
     ),
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks to serve.")] = ",".join(TASKS),
     workers: Annotated[
-        str, typer.Option("--workers", help="Inference worker processes per task: N, or TASK=N[,TASK=N].")
-    ] = "1",
+        int,
+        typer.Option(
+            "--workers", min=1, help="Inference worker processes per device, each serving every task and language."
+        ),
+    ] = 1,
     api_servers: Annotated[int, typer.Option("--api-servers", min=1, help="HTTP server processes.")] = 1,
     threads: Annotated[
         int | None, typer.Option("--threads", min=1, help="Torch threads per worker (default: cores / workers).")
@@ -185,9 +188,8 @@ def _build(**options: Any) -> tuple[Any, Any]:
     from langadapt.serve.auth import ApiKeys
 
     tasks = options["tasks"]
-    workers = parse_workers(options["workers"], tasks)
-    processes = len(tasks) * workers if isinstance(workers, int) else sum(workers.values())
-    threads = options["threads"] or max(1, (os.cpu_count() or 1) // processes)
+    workers = options["workers"]
+    threads = options["threads"] or max(1, (os.cpu_count() or 1) // workers)
     fallbacks = parse_fallbacks(options["fallback"])
     engine = EngineSettings(
         base=options["base"],
@@ -218,28 +220,6 @@ def _build(**options: Any) -> tuple[Any, Any]:
         fast_queue=options["fast_queue"],
     )
     return build_server(config), config
-
-
-def parse_workers(spec: str, tasks: tuple[str, ...]) -> int | dict[str, int]:
-    """`N` for every task, or `TASK=N,...` (tasks left out get one worker)."""
-    from langadapt.errors import LangadaptError
-
-    hint = "use --workers 2 or --workers ner=2,topic=1"
-    try:
-        if "=" not in spec:
-            count = int(spec)
-            if count < 1:
-                raise ValueError
-            return count
-        counts = dict.fromkeys(tasks, 1)
-        for part in spec.split(","):
-            task, _, number = part.partition("=")
-            if task.strip() not in tasks or int(number) < 1:
-                raise ValueError
-            counts[task.strip()] = int(number)
-        return counts
-    except ValueError:
-        raise LangadaptError(f"--workers {spec!r} is not a worker count for the served tasks", hint) from None
 
 
 def register(app: typer.Typer) -> None:

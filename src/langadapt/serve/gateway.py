@@ -26,6 +26,7 @@ ADMIN_PREFIX = "/v1/adapters"
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 LANGUAGE_HEADER = b"x-langadapt-language"
 RETRY_AFTER_S = 1
+MULTI_TASK = "label"  # `/v1/label`: several tasks per request
 
 
 class InFlight:
@@ -83,8 +84,8 @@ class Gateway:
         keys: ApiKeys,
         limits: Limits,
         tasks: tuple[str, ...],
-        in_flight: Mapping[str, InFlight],
-        ready: Callable[[str], bool] | None = None,
+        in_flight: InFlight,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
@@ -94,9 +95,10 @@ class Gateway:
         self.ready = ready
 
     def _task_of(self, path: str) -> str | None:
+        """The metrics label of an inference route: its task, or `label` for `/v1/label`."""
         if path.startswith("/v1/") and path.count("/") == 2:
             task = path[len("/v1/") :]
-            return task if task in self.tasks else None
+            return task if task in self.tasks or task == MULTI_TASK else None
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -166,7 +168,7 @@ class Gateway:
 
         try:
             if await self._admit(task, scope, tracked_send):
-                counter = self.in_flight[task]
+                counter = self.in_flight
                 metrics = get_metrics()
                 metrics.queue_depth.labels(task).inc()
                 try:
@@ -203,22 +205,22 @@ class Gateway:
             )
             return False
         retry = {"Retry-After": str(RETRY_AFTER_S)}
-        if self.ready is not None and not self.ready(task):
+        if self.ready is not None and not self.ready():
             await send_error(
                 send,
                 503,
                 "not_ready",
-                f"no {task} worker is ready yet (still loading the base model and adapters)",
+                "no inference worker is ready yet (still loading the base model and adapters)",
                 "retry after the Retry-After delay; GET /ready says when the server is ready",
                 retry,
             )
             return False
-        if not self.in_flight[task].try_add(self.limits.queue):
+        if not self.in_flight.try_add(self.limits.queue):
             await send_error(
                 send,
                 429,
                 "queue_full",
-                f"{self.limits.queue} {task} requests are already waiting",
+                f"{self.limits.queue} inference requests are already waiting",
                 "retry after the Retry-After delay, or send fewer concurrent requests",
                 retry,
             )

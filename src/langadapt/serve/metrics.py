@@ -76,6 +76,12 @@ class Metrics:
         self.batch_texts = Histogram(
             "langadapt_batch_texts", "Texts per engine batch", ["task"], buckets=SIZE_BUCKETS, registry=r
         )
+        self.batch_tasks = Histogram(
+            "langadapt_batch_tasks",
+            "Distinct tasks per engine batch (above 1: the batch mixed tasks in shared passes)",
+            buckets=(1, 2, 3, 4),
+            registry=r,
+        )
         self.batch_requests = Histogram(
             "langadapt_batch_requests", "Requests per engine batch", ["task"], buckets=SIZE_BUCKETS, registry=r
         )

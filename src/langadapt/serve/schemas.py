@@ -19,6 +19,7 @@ TEXT_TOO_LONG = "text_too_long"
 SIZE_ERRORS = frozenset({TOO_MANY_TEXTS, TEXT_TOO_LONG})
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
+ServedTask = Literal["ner", "sentiment", "topic"]
 
 
 class LabelRequest(BaseModel):
@@ -147,6 +148,55 @@ class NerResponse(BaseModel):
     lang: str
     language: str
     results: list[NerResult]
+
+
+class MultiTaskRequest(LabelRequest):
+    """Texts in one language to label with several tasks at once (`POST /v1/label`)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [{"lang": "yo", "texts": ["Ọmọ náà lọ sí ilé ìwé ní Èkó lánàá."], "tasks": ["ner", "topic"]}]
+        },
+    )
+
+    tasks: list[ServedTask] | None = Field(
+        default=None,
+        min_length=1,
+        description="Tasks to run on every text. Left out: every task the language has an adapter for. A task "
+        "named here that the language lacks is a 404 listing what it has.",
+    )
+
+    @field_validator("tasks")
+    @classmethod
+    def _distinct_tasks(cls, value: list[str] | None) -> list[str] | None:
+        """Each task at most once."""
+        if value is not None:
+            twice = sorted({t for t in value if value.count(t) > 1})
+            if twice:
+                raise ValueError(f"tasks names {', '.join(twice)} more than once: list each task once")
+        return value
+
+
+class MultiTaskResult(BaseModel):
+    """One text's result for each task that ran (a task not asked for, or not available, is null)."""
+
+    ner: NerResult | None = None
+    sentiment: ClassificationResult | None = None
+    topic: ClassificationResult | None = None
+
+
+class MultiTaskResponse(BaseModel):
+    """Every task's result for every text of a `/v1/label` request, in request order."""
+
+    lang: str = Field(description="the language code as sent")
+    language: str = Field(description="the canonical code it resolved to")
+    tasks: list[str] = Field(description="the tasks that ran, in the order of the request (or ner, sentiment, topic)")
+    unavailable: dict[str, str] = Field(
+        default_factory=dict, description="tasks left out because the language has no adapter for them, and why"
+    )
+    results: list[MultiTaskResult]
 
 
 class ErrorBody(BaseModel):
