@@ -74,21 +74,28 @@ class Client:
 
     # ------------------------------------------------------------------------------------- inference
 
-    def label(self, task: str, lang: str, texts: Sequence[str]) -> dict[str, Any]:
-        """POST /v1/{task}: the response body (results per text, in order)."""
+    def label(self, lang: str, texts: Sequence[str], tasks: Sequence[str] | None = None) -> dict[str, Any]:
+        """POST /v1/label: every task's result per text (`tasks` None: every task the language has)."""
+        body: dict[str, Any] = {"lang": lang, "texts": list(texts)}
+        if tasks is not None:
+            body["tasks"] = list(tasks)
+        return self._json("POST", "/v1/label", json=body)
+
+    def task(self, task: str, lang: str, texts: Sequence[str]) -> dict[str, Any]:
+        """POST /v1/{task}: one task's response body (results per text, in order)."""
         return self._json("POST", f"/v1/{task}", json={"lang": lang, "texts": list(texts)})
 
     def ner(self, lang: str, texts: Sequence[str]) -> dict[str, Any]:
         """Named entities with character offsets."""
-        return self.label("ner", lang, texts)
+        return self.task("ner", lang, texts)
 
     def sentiment(self, lang: str, texts: Sequence[str]) -> dict[str, Any]:
         """Sentiment labels with scores."""
-        return self.label("sentiment", lang, texts)
+        return self.task("sentiment", lang, texts)
 
     def topic(self, lang: str, texts: Sequence[str]) -> dict[str, Any]:
         """Topic labels with scores."""
-        return self.label("topic", lang, texts)
+        return self.task("topic", lang, texts)
 
     # ----------------------------------------------------------------------------------------- admin
 

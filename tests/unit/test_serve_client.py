@@ -96,6 +96,19 @@ def test_admin_calls_use_the_admin_routes() -> None:
     assert json.loads(seen[1].content) == {"path": "/srv/adapter", "language": "yo", "task": "ner"}
 
 
+def test_inference_calls_use_the_task_routes_and_label() -> None:
+    transport, seen = scripted(*[httpx.Response(200, json=OK)] * 5)
+    client = Client("http://server", transport=transport)
+    client.ner("yo", ["a"])
+    client.sentiment("yo", ["a"])
+    client.task("topic", "yo", ["a"])
+    client.label("yo", ["a", "b"])
+    client.label("yo", ["a"], tasks=["ner", "topic"])
+    assert [r.url.path for r in seen] == ["/v1/ner", "/v1/sentiment", "/v1/topic", "/v1/label", "/v1/label"]
+    assert json.loads(seen[3].content) == {"lang": "yo", "texts": ["a", "b"]}
+    assert json.loads(seen[4].content) == {"lang": "yo", "texts": ["a"], "tasks": ["ner", "topic"]}
+
+
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert _parse_retry_after("3") == 3.0
     assert _parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0

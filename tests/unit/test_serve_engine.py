@@ -285,3 +285,30 @@ def test_cuda_gives_the_cpu_answers(world: World) -> None:
         for a, b in zip(outcome_key(gpu), outcome_key(cpu), strict=True):
             assert a[1] == b[1] and [e[:3] for e in a[3]] == [e[:3] for e in b[3]]
             np.testing.assert_allclose(a[2], b[2], atol=1e-4)
+
+
+def test_a_text_shared_by_jobs_is_tokenized_once_per_reading(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two classification jobs over the same texts: one tokenizer call, each distinct text once; same results."""
+    engine = world.engine
+    texts = [HA_TEXT, HA_TEXT, "Ina kwana?"]
+    route = engine.resolve("sentiment", "ha")
+    alone = engine.run([Job(route, texts)])[0]
+    calls: list[list[str]] = []
+    tokenizer = engine.tokenizer
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(tokenizer, name)
+
+        def __call__(self, batch: list[str], **kwargs: Any) -> Any:
+            calls.append(list(batch))
+            return tokenizer(batch, **kwargs)
+
+    monkeypatch.setattr(engine, "tokenizer", Counting())
+    twice = engine.run([Job(route, texts), Job(route, texts[::-1])])
+    assert calls == [[HA_TEXT, "Ina kwana?"]]
+    assert isinstance(alone, list) and isinstance(twice[0], list) and isinstance(twice[1], list)
+    assert [r.label for r in twice[0]] == [r.label for r in alone]
+    assert [r.label for r in twice[1]] == [r.label for r in alone][::-1]
+    for a, b in zip(alone, twice[0], strict=True):
+        assert a.scores[0][1] == pytest.approx(b.scores[0][1], abs=1e-6)

@@ -260,7 +260,15 @@ class Engine:
     def _encode(
         self, jobs: Sequence[Job], routes: Sequence[Route | None], stats: BatchStats
     ) -> tuple[list[_Window], list[list[_Text]]]:
-        """Every text of every routed job as windows; texts[j] describes job j's texts."""
+        """Every text of every routed job as windows; texts[j] describes job j's texts.
+
+        A text is tokenized once per reading, however many jobs share it (a `/v1/label` request runs each of its
+        texts under several tasks): classification heads read the tokenizer's own pieces of the raw text, tagging
+        heads the pieces of the words `split_words` finds (as they were trained), so topic and sentiment share one
+        tokenization and NER has its own. Classification texts are tokenized in one batched call per window size.
+        """
+        pieces = self._classification_pieces(jobs, routes)
+        word_encodings: dict[tuple[str, int, int], WordEncoding] = {}
         rows: list[_Window] = []
         texts: list[list[_Text]] = [[] for _ in jobs]
         for j, (job, route) in enumerate(zip(jobs, routes, strict=True)):
@@ -268,17 +276,36 @@ class Engine:
                 continue
             stats.texts[route.task] += len(job.texts)
             length, stride = self._window_size(route)
-            if route.head_type == "tagging":
-                for t, text in enumerate(job.texts):
-                    encoding = encode_text(self.tokenizer, text, length, stride)
-                    first = len(rows)
+            for t, text in enumerate(job.texts):
+                first = len(rows)
+                if route.head_type == "tagging":
+                    key = (text, length, stride)
+                    if key not in word_encodings:
+                        word_encodings[key] = encode_text(self.tokenizer, text, length, stride)
+                    encoding = word_encodings[key]
                     for window in encoding.windows:
                         content = sum(1 for w in window.word_ids if w is not None)
                         rows.append(_Window(j, t, list(window.input_ids), content))
                     texts[j].append(_Text(j, t, list(range(first, len(rows))), encoding))
-                continue
+                    continue
+                for ids, content in pieces[(length, stride)][text]:
+                    rows.append(_Window(j, t, ids, content))
+                texts[j].append(_Text(j, t, list(range(first, len(rows)))))
+        return rows, texts
+
+    def _classification_pieces(
+        self, jobs: Sequence[Job], routes: Sequence[Route | None]
+    ) -> dict[tuple[int, int], dict[str, list[tuple[list[int], int]]]]:
+        """(max_length, stride) → text → its windows as (ids, content tokens), each distinct text tokenized once."""
+        wanted: dict[tuple[int, int], dict[str, None]] = {}
+        for job, route in zip(jobs, routes, strict=True):
+            if route is not None and route.head_type != "tagging":
+                wanted.setdefault(self._window_size(route), {}).update(dict.fromkeys(job.texts))
+        pieces: dict[tuple[int, int], dict[str, list[tuple[list[int], int]]]] = {}
+        for (length, stride), distinct in wanted.items():
+            unique = list(distinct)
             encoded = self.tokenizer(
-                list(job.texts),
+                unique,
                 truncation=True,
                 max_length=length,
                 stride=stride,
@@ -286,14 +313,13 @@ class Engine:
                 return_special_tokens_mask=True,
                 verbose=False,
             )
-            per_text: dict[int, list[int]] = {}
+            windows: dict[str, list[tuple[list[int], int]]] = {text: [] for text in unique}
             for ids, special, t in zip(
                 encoded["input_ids"], encoded["special_tokens_mask"], encoded["overflow_to_sample_mapping"], strict=True
             ):
-                per_text.setdefault(int(t), []).append(len(rows))
-                rows.append(_Window(j, int(t), list(ids), max(1, len(ids) - sum(special))))
-            texts[j] = [_Text(j, t, per_text[t]) for t in range(len(job.texts))]
-        return rows, texts
+                windows[unique[int(t)]].append((list(ids), max(1, len(ids) - sum(special))))
+            pieces[(length, stride)] = windows
+        return pieces
 
     def _forward(
         self,
