@@ -79,7 +79,7 @@ def serve(
         int, typer.Option("--max-body-bytes", min=1, help="Request body bytes (413 beyond).")
     ] = _DEFAULT_LIMITS.body_bytes,
     max_queue: Annotated[
-        int, typer.Option("--max-queue", min=1, help="Waiting requests per task (429 beyond).")
+        int, typer.Option("--max-queue", min=1, help="Waiting inference requests, all routes together (429 beyond).")
     ] = _DEFAULT_LIMITS.queue,
     cache_mb: Annotated[
         float, typer.Option("--cache-mb", min=1.0, help="Adapter cache budget per worker, in MiB.")

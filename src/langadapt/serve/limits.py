@@ -24,7 +24,7 @@ class Limits:
     texts: int = 64  # texts in one request
     chars: int = 20_000  # characters in one text (long texts are read in windows, never truncated)
     body_bytes: int = 2 * 1024 * 1024  # bytes of one request body
-    queue: int = 256  # requests admitted per task and not yet answered, across HTTP processes
+    queue: int = 256  # inference requests admitted and not yet answered, across HTTP processes
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -5,8 +5,9 @@ LitServe forks its HTTP servers and spawns its inference workers; each process w
 up before any worker starts (the `serve` command calls it first). Without it (in-process tests, the engine
 alone), metrics stay in this process's own registry.
 
-Label values are bounded: tasks the server serves, canonical language codes it routed, `none` before routing,
-and HTTP status codes.
+Label values are bounded: tasks the server serves (`label` for `/v1/label`; `mixed` for an engine batch that
+mixed tasks; `all` for the worker pool's cache and loads, since every worker serves every task), canonical
+language codes it routed, `none` before routing, and HTTP status codes.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ class RayAppArgs(BaseModel):
     max_texts: int = Field(default=_DEFAULT_LIMITS.texts, ge=1, description="texts per request (413 beyond)")
     max_chars: int = Field(default=_DEFAULT_LIMITS.chars, ge=1, description="characters per text (413 beyond)")
     max_body_bytes: int = Field(default=_DEFAULT_LIMITS.body_bytes, ge=1, description="body bytes (413 beyond)")
-    max_queue: int = Field(default=_DEFAULT_LIMITS.queue, ge=1, description="requests in flight per task (429)")
+    max_queue: int = Field(default=_DEFAULT_LIMITS.queue, ge=1, description="requests in flight (429)")
     max_stacks_per_replica: int = Field(default=32, ge=1, description="stacks a labeler replica holds (Ray LRU)")
     watch_interval_s: float = Field(default=1.0, gt=0, description="seconds between store generation checks")
     labeler_replicas: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
@@ -424,7 +424,7 @@ def build_asgi_app(ingress: LangadaptIngress) -> FastAPI:
         keys=ingress.keys,
         limits=settings.limits,
         tasks=settings.tasks,
-        in_flight={task: InFlight() for task in settings.tasks},
+        in_flight=InFlight(),
         ready=None,
     )
     install_error_handlers(app, settings.tasks)
