@@ -92,3 +92,16 @@ def test_every_default_language_answers_every_task(default_server: str, task: st
     assert result["stack"]["task_adapter"]["id"].startswith(CANONICAL[lang]) or result["stack"]["fallback"]
     if task != "ner":
         assert result["label"] and 0.0 < result["score"] <= 1.0
+
+
+@pytest.mark.parametrize("lang", sorted(LANGUAGES))
+def test_every_default_language_answers_all_tasks_in_one_label_request(default_server: str, lang: str) -> None:
+    response = httpx.post(f"{default_server}/v1/label", json={"lang": lang, "texts": [LANGUAGES[lang]]}, timeout=120)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["language"] == CANONICAL[lang] and body["tasks"] == ["ner", "sentiment", "topic"]
+    [result] = body["results"]
+    for task in ("sentiment", "topic"):
+        assert result[task]["label"] and 0.0 < result[task]["score"] <= 1.0
+    text = LANGUAGES[lang]
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in result["ner"]["entities"])
