@@ -3,7 +3,8 @@
 The paper trains task adapters at 1e-4. On the embedded multilingual-e5-small that rate underfits within CPU
 budgets: SIB-200 Hausa topic stays at the majority class after 10 epochs (macro-F1 0.06), while 1e-3 for the
 adapter and 1e-2 for the head reach 0.64 in 3 epochs (docs/default-adapters.md); users reported the same for
-Marathi sentiment (macro-F1 0.375 against 0.671, issue 16). Other bases keep the paper's rate until a recipe is measured for them.
+Marathi sentiment (macro-F1 0.375 against 0.671, issue 16). Other bases keep the paper's rate until a recipe is
+measured for them.
 """
 
 from __future__ import annotations
