@@ -229,13 +229,17 @@ def _compared_settings(run: RunRecord) -> dict[str, object]:
     details = run.settings.get("details")
     if isinstance(details, Mapping):
         flat |= {k: details[k] for k in ("learning_rate", "head_learning_rate") if k in details}
-    return {"kind": run.kind_of_run, "base": run.base_model, "version": run.adapter_version, **flat}
+    return {"run": run.kind_of_run, "base": run.base_model, "version": run.adapter_version, **flat}
 
 
 def _differences(group: Sequence[tuple[Path, RunRecord]]) -> list[str]:
-    """Per run of one language and variant, the settings whose values differ within the group (`lr=0.001`)."""
+    """Per run of one language and variant, the settings every run has whose values differ (`learning_rate=0.001`).
+
+    Settings only some runs have (a training run's epochs beside an evaluation run) would say nothing.
+    """
     flats = [_compared_settings(run) for _, run in group]
-    keys = sorted({k for flat in flats for k in flat if len({repr(f.get(k)) for f in flats}) > 1})
+    shared = set.intersection(*(set(flat) for flat in flats))
+    keys = sorted(k for k in shared if len({repr(flat[k]) for flat in flats}) > 1)
     return [", ".join(f"{k}={flat.get(k)}" for k in keys if k != "seed") for flat in flats]
 
 
