@@ -429,6 +429,9 @@ def test_masakhaner_i_tag_at_sentence_start_is_malformed(tmp_path: Path) -> None
     path = write(tmp_path, "train.txt", "Mo B-PER\n\nAdams I-PER\n")
     with raises_at(3, "tag I-PER follows O"):
         read_masakhaner(path)
+    with pytest.raises(DataFormatError) as info:
+        read_masakhaner(path)
+    assert "--repair-iob" in info.value.hint  # the option that reads it, named where the error is
 
 
 def test_masakhaner_skip_drops_whole_sentence_once(tmp_path: Path) -> None:

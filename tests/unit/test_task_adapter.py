@@ -689,7 +689,8 @@ def test_eval_reads_with_the_training_options_and_lists_iob_repairs(
     args = ["--lang", "yo", "--task", "ner", "--train", data["train"], "--dev", data["dev"], "--test", stray]
     args += ["--base", bert_info.path, "--store", store, "--out", tmp_path / "run", "--epochs", "1"]
     strict = invoke(cli, "train", "task", *args, "--no-progress")
-    assert strict.exit_code == 2 and f"{stray}:4:" in strict.output and "--repair-iob" not in strict.output
+    assert strict.exit_code == 2 and f"{stray}:4:" in strict.output
+    assert "--repair-iob" in strict.output.split("hint:")[1]  # the flag that fixes it, named in the hint
     trained = invoke(cli, "train", "task", *args, "--repair-iob", "--no-progress")
     assert trained.exit_code == 0, trained.output
     assert f"repaired {stray}:4: tag I-LOC follows O" in trained.stdout

@@ -65,6 +65,7 @@ NER_FORMATS: tuple[str, ...] = get_args(NerFormat)
 QUOTINGS: tuple[str, ...] = get_args(Quoting)
 
 COLUMN_FLAGS_HINT = "choose the file's columns with --text-column COLUMN and --label-column COLUMN"
+REPAIR_HINT = "pass --repair-iob to read a stray I-X as B-X (each repair listed), fix the tag, or --on-bad-row skip"
 QUOTING_HINT = (
     "fix the quoting of that row, pass --quoting none if every quote in the file is text, or --on-bad-row skip"
 )
@@ -669,10 +670,10 @@ def _read_tagged(
             examples.append(TokenExample(tokens=tokens, tags=tags, line=start))
         tokens, tags, broken = [], [], False
 
-    def bad(line: int, reason: str) -> None:
+    def bad(line: int, reason: str, hint: str | None = None) -> None:
         nonlocal broken
         if not broken:  # one record per dropped sentence
-            issues.bad(line, reason)
+            issues.bad(line, reason, hint)
         broken = True
 
     for line, text in _lines(path):
@@ -703,7 +704,7 @@ def _read_tagged(
         if tag.startswith("I-") and previous[2:] != tag[2:]:
             reason = f"tag {tag} follows {previous}: an I- tag must continue an entity of the same type (IOB2)"
             if not repair_iob:
-                bad(line, reason)
+                bad(line, reason, REPAIR_HINT)
                 continue
             tag = "B-" + tag[2:]
             issues.repaired.append((line, f"{reason}; read as {tag}"))

@@ -43,7 +43,7 @@ from langadapt.training.alignment import (
 from langadapt.training.intake import cut_warnings, split_intake
 from langadapt.training.loop import announce
 from langadapt.training.reading import ReadOptions, options_error, read_split, recorded_options
-from langadapt.training.recipes import Recipe, recipe_for, recipes_help
+from langadapt.training.recipes import Recipe, rate, recipe_for, recipes_help
 from langadapt.training.runs import RunRecord
 
 if TYPE_CHECKING:
@@ -820,8 +820,8 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
         model, train_rows, _collate(pad_id), timed_loss, evaluate, config, work_dir=out_dir / WORK_DIR
     )
     announce(
-        f"training {adapter_name} ({variant}): {loop.total_steps} steps, lr {learning_rate:g}, "
-        f"head lr {head_learning_rate:g}"
+        f"training {adapter_name} ({variant}): {loop.total_steps} steps, lr {rate(learning_rate)}, "
+        f"head lr {rate(head_learning_rate)}"
     )
     train_started = time.perf_counter()
     result = loop.run()
