@@ -731,8 +731,9 @@ def _intake(
 ) -> dict[str, dict[str, Any]]:
     """What reading and encoding did to each split (see `intake`)."""
     task, max_length = settings.task, settings.max_length
-    counted = {"cut": train_overflow} if task != "ner" else {"windowed": train_overflow}
-    intake = {"train": split_intake(splits.read["train"], len(splits.train), max_length, task=task, **counted)}
+    cut, windowed = (None, train_overflow) if task == "ner" else (train_overflow, None)
+    train = split_intake(splits.read["train"], len(splits.train), max_length, task=task, cut=cut, windowed=windowed)
+    intake = {"train": train}
     held_out = str(settings.train) if splits.dev_held_out else None
     intake["dev"] = split_intake(
         splits.read["dev"], len(splits.dev), max_length, task=task, encoded=dev, held_out_of=held_out
