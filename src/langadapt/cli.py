@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from langadapt.console import JsonFlag, StoreOption, emit, friendly_errors, key_value_text
+from langadapt.console import HELP_MARKUP, JsonFlag, StoreOption, emit, friendly_errors, key_value_text
 
 __all__ = ["app", "emit", "friendly_errors"]
 
@@ -17,11 +17,19 @@ app = typer.Typer(
     help="Adapt small multilingual encoders to low-resource languages, export them and serve them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=HELP_MARKUP,
 )
-model_app = typer.Typer(help="Base encoders: the embedded default, local directories, Hugging Face ids.")
-adapters_app = typer.Typer(help="Adapter kinds and the adapter store.")
-train_app = typer.Typer(help="Train language adapters (MLM) and task adapters (topic, sentiment, ner).")
-eval_app = typer.Typer(help="Evaluate adapters: task metrics with the majority baseline, pseudo-perplexity.")
+model_app = typer.Typer(
+    help="Base encoders: the embedded default, local directories, Hugging Face ids.", rich_markup_mode=HELP_MARKUP
+)
+adapters_app = typer.Typer(help="Adapter kinds and the adapter store.", rich_markup_mode=HELP_MARKUP)
+train_app = typer.Typer(
+    help="Train language adapters (MLM) and task adapters (topic, sentiment, ner).", rich_markup_mode=HELP_MARKUP
+)
+eval_app = typer.Typer(
+    help="Evaluate adapters: task metrics with the majority baseline, pseudo-perplexity.",
+    rich_markup_mode=HELP_MARKUP,
+)
 app.add_typer(model_app, name="model", no_args_is_help=True)
 app.add_typer(adapters_app, name="adapters", no_args_is_help=True)
 app.add_typer(train_app, name="train", no_args_is_help=True)

@@ -15,6 +15,10 @@ from langadapt.errors import LangadaptError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Plain click help for every command group: rich's option table cuts long option names at 80 columns
+# (`--lang-adapter-vers…`, `--no-keep-checkpoi…`), while click keeps each name whole and wraps the help.
+HELP_MARKUP = None
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
 StoreOption = Annotated[
     Path | None,

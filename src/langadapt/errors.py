@@ -45,8 +45,10 @@ class FingerprintMismatchError(StoreError):
 class DataFormatError(LangadaptError, ValueError):
     """A malformed row in an input file: says which file, which line and why."""
 
-    def __init__(self, path: str, line: int, reason: str) -> None:
-        super().__init__(f"{path}:{line}: {reason}", "fix or remove that row, or pass --on-bad-row skip")
+    ROW_HINT = "fix or remove that row, or pass --on-bad-row skip"
+
+    def __init__(self, path: str, line: int, reason: str, hint: str | None = None) -> None:
+        super().__init__(f"{path}:{line}: {reason}", self.ROW_HINT if hint is None else hint)
         self.path = path
         self.line = line
         self.reason = reason

@@ -104,3 +104,27 @@ def test_unknown_language_filter_suggests_codes(tmp_path: Path, code: str) -> No
     result = runner.invoke(app, ["adapters", "list", "--store", str(tmp_path), "--lang", code])
     assert result.exit_code == 2
     assert "error:" in result.output
+
+
+def _commands(command: object, path: list[str]) -> list[tuple[list[str], object]]:
+    """Every command and group of the CLI with its argument path, depth first."""
+    found = [(path, command)]
+    for name, sub in getattr(command, "commands", {}).items():
+        found += _commands(sub, [*path, name])
+    return found
+
+
+def test_help_at_80_columns_shows_every_option_name_whole() -> None:
+    """Rich's option table cut long names (`--lang-adapter-vers…`); every name must be readable at 80 columns."""
+    import typer
+
+    commands = _commands(typer.main.get_command(app), [])
+    assert len(commands) > 15
+    for path, command in commands:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert result.exit_code == 0, result.output
+        assert max(len(line) for line in result.output.splitlines()) <= 80, path
+        for param in command.params:  # type: ignore[attr-defined]
+            for name in (*param.opts, *param.secondary_opts):
+                if name.startswith("--"):
+                    assert name in result.output.split(), (path, name)

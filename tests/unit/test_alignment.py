@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -136,6 +137,13 @@ def test_split_words_keeps_diacritics_apostrophes_and_splits_punctuation() -> No
     assert [decomposed[a:b] for a, b in split_words(decomposed)] == decomposed.split()
 
 
+def test_split_words_never_splits_a_grapheme_cluster() -> None:
+    """A flag is two code points, a thumbs-up with a skin tone two, a family five: each is one word."""
+    text = "Mo wa ni 🇳🇬 loni 👍🏽 👨‍👩‍👧! a🏽b"
+    words = [text[a:b] for a, b in split_words(text)]
+    assert words == ["Mo", "wa", "ni", "🇳🇬", "loni", "👍🏽", "👨‍👩‍👧", "!", "a🏽", "b"]
+
+
 def test_split_words_on_scripts_without_spaces(unigram: Any) -> None:
     text = "今天天气很好 in Lagos น้ำภาษาไทย"
     by_graphemes = [text[a:b] for a, b in split_words(text)]
@@ -235,6 +243,30 @@ def test_decode_entities_iob2_edge_cases() -> None:
         decode_entities(text, spans, ["O"])
 
 
+def test_an_entity_tagged_as_one_keeps_its_inner_punctuation() -> None:
+    """Dotted Devanagari initials are words and dots apart; dots the model tags O stay inside the entity."""
+    text = "डी. सी. सी. आई. ने कहा"
+    spans = split_words(text)
+    assert [text[a:b] for a, b in spans] == ["डी", ".", "सी", ".", "सी", ".", "आई", ".", "ने", "कहा"]
+    for first in ("B-ORG", "I-ORG"):
+        tags = [first, "O", "I-ORG", "O", "I-ORG", "O", "I-ORG", "O", "O", "O"]
+        assert [(e.type, e.text) for e in decode_entities(text, spans, tags)] == [("ORG", "डी. सी. सी. आई")]
+    # The model's own boundaries still count: a B- after the dot, or a word tagged O, ends the entity.
+    tags = ["B-ORG", "O", "B-ORG", "O", "O", "O", "I-ORG", "O", "O", "O"]
+    assert [e.text for e in decode_entities(text, spans, tags)] == ["डी", "सी", "आई"]
+    hyphen = "ní ilé-iṣẹ́ Dangote"
+    spans = split_words(hyphen)
+    tags = ["O", "B-ORG", "O", "I-ORG", "I-ORG"]
+    assert [e.text for e in decode_entities(hyphen, spans, tags)] == ["ilé-iṣẹ́ Dangote"]
+
+
+def test_a_flag_is_one_entity() -> None:
+    text = "Mo wa ni 🇳🇬 loni"
+    spans = split_words(text)
+    entities = decode_entities(text, spans, ["O", "O", "O", "B-LOC", "O"])
+    assert [(e.type, e.text, e.start, e.end) for e in entities] == [("LOC", "🇳🇬", 9, 11)]
+
+
 def test_empty_input_still_gives_a_model_input(unigram: Any) -> None:
     encoding = encode_text(unigram, "   ", max_length=16)
     assert encoding.owners == []
@@ -249,7 +281,7 @@ TEXT_ALPHABET = st.sampled_from(
     + list("ภาษาไทย")
     + list("ሰላምእንዴት")
     + list(" ,.-'’()!?\t")
-    + ["\u200b", "1", "2"]
+    + ["\u200b", "1", "2", "🇳", "🇬", "👍", "🏽", "\u200d", "ड", "ी", "ि"]
 )
 
 
@@ -262,6 +294,11 @@ def test_spans_and_entities_always_match_the_text(unigram: Any, text: str, data:
         assert all(b1 <= a2 for (_, b1), (a2, _) in itertools.pairwise(spans))  # ordered, disjoint
         covered = {i for a, b in spans for i in range(a, b)}
         assert covered == {i for i, ch in enumerate(text) if not ch.isspace()}  # every visible character
+        clusters = {m.start() for m in regex.finditer(r"\X", text)} | {len(text)}
+        spaces = {i for i, ch in enumerate(text) if ch.isspace()}
+        for a, b in spans:  # no span starts or ends inside a grapheme cluster (a mark on a space aside)
+            assert a in clusters or a - 1 in spaces, (text, a)
+            assert b in clusters or b in spaces, (text, b)
         tags = data.draw(
             st.lists(st.sampled_from(["O", "B-PER", "I-PER", "I-LOC"]), min_size=len(spans), max_size=len(spans))
         )

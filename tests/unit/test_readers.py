@@ -83,6 +83,18 @@ def test_sib200_wrong_header_is_an_error_at_line_1(tmp_path: Path) -> None:
         read_sib200(path)
 
 
+def test_a_known_layout_forced_on_another_header_says_to_read_a_plain_table(tmp_path: Path) -> None:
+    """`--format sib200` on a news file: the hint names --format tsv and the column flags, never --on-bad-row."""
+    path = write(tmp_path, "train.tsv", NEWS_TSV)
+    for policy in ("error", "skip"):
+        with pytest.raises(DataFormatError) as info:
+            read_classification(path, fmt="sib200", on_bad_row=policy)  # type: ignore[arg-type]
+        assert info.value.line == 1
+        assert "not a sib200 file" in info.value.hint
+        assert "--format tsv" in info.value.hint and "--label-column" in info.value.hint
+        assert "--on-bad-row" not in info.value.hint
+
+
 def test_sib200_wrong_field_count_empty_text_and_empty_label(tmp_path: Path) -> None:
     body = SIB + "4\ttravel\n5\ttravel\t  \n6\t\tText.\n7\ttravel\tfine\textra\n"
     path = write(tmp_path, "train.tsv", body)
@@ -219,8 +231,72 @@ def test_table_csv_and_tsv_with_named_columns(tmp_path: Path) -> None:
     csv_path = write(tmp_path, "d.csv", 'sentence,y,other\n"a, b",pos,1\nc,neg,2\n')
     ds = read_table(csv_path, "sentence", "y")
     assert ds.examples == [TextExample("a, b", "pos", 2), TextExample("c", "neg", 3)]
+    assert (ds.layout, ds.quoting) == ("csv", "csv")
     tsv_path = write(tmp_path, "d.tsv", 'sentence\ty\n"a" b\tpos\n')
-    assert read_table(tsv_path, "sentence", "y").examples == [TextExample('"a" b', "pos", 2)]
+    unquoted = read_table(tsv_path, "sentence", "y", quoting="none")
+    assert unquoted.examples == [TextExample('"a" b', "pos", 2)]
+    assert (unquoted.layout, unquoted.quoting) == ("tsv", "none")
+    with pytest.raises(DataFormatError) as info:  # a quote that opens a field must close it, under CSV quoting
+        read_table(tsv_path, "sentence", "y")
+    assert info.value.line == 2 and "--quoting none" in info.value.hint
+
+
+# A news TSV as exported by spreadsheets and pandas: a headline quoted because it holds `"` and a line break.
+NEWS_TSV = (
+    "category\theadline\ttext\turl\n"
+    'politics\t"Minister says ""no""\nto new tax"\tThe minister spoke.\thttp://a\n'
+    'sports\tPlain headline\t"He said ""goal"""\thttp://b\n'
+    'sports\tHe said "hi" there\tA text.\thttp://c\n'
+)
+
+
+def test_tsv_is_read_with_standard_csv_quoting_by_default(tmp_path: Path) -> None:
+    path = write(tmp_path, "train.tsv", NEWS_TSV)
+    ds = read_classification(path, text_column="headline", label_column="category")
+    assert ds.examples == [
+        TextExample('Minister says "no"\nto new tax', "politics", 2),
+        TextExample("Plain headline", "sports", 4),
+        TextExample('He said "hi" there', "sports", 5),  # a quote inside a field is text
+    ]
+    assert (ds.layout, ds.quoting) == ("tsv", "csv")
+    text = read_classification(path, text_column="text", label_column="category")
+    assert text[1].text == 'He said "goal"'
+    with raises_at(2, "2 fields, expected 4"):  # read unquoted, the two-line headline breaks the row
+        read_classification(path, text_column="headline", label_column="category", quoting="none")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "missing"),
+    [
+        ("train.tsv", NEWS_TSV, "'label'"),
+        ("train.csv", "tweet,label\nhello,1\n", "'text'"),
+        ("train.jsonl", '{"tweet": "hello", "label": 1}\n', "'text'"),
+    ],
+)
+def test_a_missing_column_names_the_column_flags_not_the_bad_row_policy(
+    tmp_path: Path, name: str, content: str, missing: str
+) -> None:
+    path = write(tmp_path, name, content)
+    for policy in ("error", "skip"):  # skipping rows cannot fix a header, so it is never offered
+        with pytest.raises(DataFormatError) as info:
+            read_classification(path, on_bad_row=policy)  # type: ignore[arg-type]
+        err = info.value
+        assert err.line == 1
+        assert f"no column {missing}; the columns are: " in err.reason
+        assert "--text-column" in err.hint and "--label-column" in err.hint
+        assert "--on-bad-row" not in err.hint
+
+
+def test_label_names_rename_raw_labels_and_refuse_unnamed_ones(tmp_path: Path) -> None:
+    path = write(tmp_path, "train.csv", "text,label\nbad,-1\nmeh,0\ngood,1\nodd,2\n")
+    names = {"-1": "negative", "0": "neutral", "1": "positive"}
+    with raises_at(5, "label '2' has no name"):
+        read_classification(path, label_names=names)
+    ds = read_classification(path, label_names=names, on_bad_row="skip")
+    assert [(e.text, e.label) for e in ds] == [("bad", "negative"), ("meh", "neutral"), ("good", "positive")]
+    assert ds.labels == ["negative", "neutral", "positive"]
+    dev = read_classification(path, label_names=names, labels=["negative", "positive"], on_bad_row="skip")
+    assert [e.label for e in dev] == ["negative", "positive"]
 
 
 @pytest.mark.parametrize(
@@ -234,6 +310,9 @@ def test_table_csv_and_tsv_with_named_columns(tmp_path: Path) -> None:
 def test_table_missing_column_names_the_columns_that_exist(tmp_path: Path, name: str, content: str) -> None:
     with raises_at(1, "no column 'text'", "'sentence', 'y'"):
         read_table(write(tmp_path, name, content), "text", "y")
+    with pytest.raises(DataFormatError) as info:
+        read_table(write(tmp_path, name, content), "text", "y")
+    assert "--text-column" in info.value.hint
 
 
 def test_table_jsonl_rows(tmp_path: Path) -> None:
@@ -291,8 +370,13 @@ def test_classification_dispatch_by_header_and_columns(tmp_path: Path) -> None:
     assert len(read_classification(nusax)) == 4
     ds = read_classification(other, text_column="body", label_column="topic")
     assert ds.examples == [TextExample("hello", "greeting", 2)]
-    # a named column reads a known layout as a plain table
-    assert read_classification(senti, text_column="tweet").examples == [TextExample('"q"', "positive", 2)]
+    # a named column reads a known layout as a plain table, with the table's quoting
+    assert read_classification(senti, text_column="tweet").examples == [TextExample("q", "positive", 2)]
+    unquoted = read_classification(senti, text_column="tweet", quoting="none")
+    assert unquoted.examples == [TextExample('"q"', "positive", 2)]
+    assert (read_classification(senti).layout, read_classification(senti).quoting) == ("afrisenti", "none")
+    with pytest.raises(ValueError, match="tsvx"):
+        read_classification(senti, fmt="tsvx")  # type: ignore[arg-type]
     with raises_at(1, "no column 'text'"):
         read_classification(other)
     with pytest.raises(ValueError, match="fmt="):
@@ -345,6 +429,9 @@ def test_masakhaner_i_tag_at_sentence_start_is_malformed(tmp_path: Path) -> None
     path = write(tmp_path, "train.txt", "Mo B-PER\n\nAdams I-PER\n")
     with raises_at(3, "tag I-PER follows O"):
         read_masakhaner(path)
+    with pytest.raises(DataFormatError) as info:
+        read_masakhaner(path)
+    assert "--repair-iob" in info.value.hint  # the option that reads it, named where the error is
 
 
 def test_masakhaner_skip_drops_whole_sentence_once(tmp_path: Path) -> None:

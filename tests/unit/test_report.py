@@ -87,7 +87,9 @@ def runs(tmp_path: Path) -> list[Path]:
 def table_rows(markdown: str, title_start: str) -> dict[str, list[str]]:
     """The rows of one markdown table (by the start of its heading) as {first cell: other cells}."""
     lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"## {title_start}"))
+    start = next(
+        i for i, line in enumerate(lines) if line.startswith("#") and line.lstrip("# ").startswith(title_start)
+    )
     rows: dict[str, list[str]] = {}
     for line in lines[start + 2 :]:
         if not line.startswith("|"):
@@ -115,30 +117,51 @@ def test_cells_are_the_main_metric_with_the_majority_baseline(runs: list[Path]) 
     assert "unknown task 'pos'" in text
 
 
-def test_later_duplicate_wins_and_is_noted(tmp_path: Path) -> None:
+def test_every_run_is_kept_and_the_best_marked(tmp_path: Path) -> None:
+    """A second run of the same language and variant (here worse, and later) no longer replaces the first."""
     first = record(
         tmp_path,
-        "1",
-        language="hau_Latn",
+        "mar-lr1e-3",
+        language="mar_Deva",
         task="sentiment",
-        variant="task-only",
-        metrics={"macro_f1": 0.5},
+        variant="task-only:seq_bn",
+        metrics={"macro_f1": 0.671},
         majority={"macro_f1": 0.2},
+        settings={"seed": 42, "learning_rate": 1e-3, "epochs": 3, "out": "runs/a", "details": {"learning_rate": 1e-3}},
     )
     second = record(
         tmp_path,
-        "2",
-        language="hau_Latn",
+        "mar-lr1e-4",
+        language="mar_Deva",
         task="sentiment",
-        variant="task-only",
-        metrics={"macro_f1": 0.6},
+        variant="task-only:seq_bn",
+        metrics={"macro_f1": 0.375},
         majority={"macro_f1": 0.2},
+        settings={"seed": 42, "learning_rate": 1e-4, "epochs": 3, "out": "runs/b", "details": {"learning_rate": 1e-4}},
         created=T0 + timedelta(hours=1),
     )
-    report = build_report(read_runs([second, first]))
-    text = report.markdown()
-    assert table_rows(text, "sentiment")["hau_Latn"] == ["0.200", "0.600"]
-    assert "replaced by the later run" in text
+    third = record(
+        tmp_path,
+        "mar-seed7",
+        language="mar_Deva",
+        task="sentiment",
+        variant="task-only:seq_bn",
+        metrics={"macro_f1": 0.65},
+        majority={"macro_f1": 0.2},
+        settings={"seed": 7, "learning_rate": 1e-3, "epochs": 3, "out": "runs/c", "details": {"learning_rate": 1e-3}},
+        created=T0 + timedelta(hours=2),
+    )
+    text = build_report(read_runs([second, third, first])).markdown()
+    assert table_rows(text, "sentiment")["mar_Deva"] == ["0.200", "0.671 (best of 3)"]
+    assert "replaced" not in text
+    runs = table_rows(text, "sentiment: every run (3)")
+    assert runs["language"] == ["variant", "run", "seed", "settings that differ", "macro-F1", "best"]
+    listed = [line for line in text.splitlines() if line.startswith("| mar_Deva | task-only:seq_bn |")]
+    assert listed == [
+        "| mar_Deva | task-only:seq_bn | mar-lr1e-3 | 42 | learning_rate=0.001 | 0.671 | **best** |",
+        "| mar_Deva | task-only:seq_bn | mar-lr1e-4 | 42 | learning_rate=0.0001 | 0.375 |  |",
+        "| mar_Deva | task-only:seq_bn | mar-seed7 | 7 | learning_rate=0.001 | 0.650 |  |",
+    ]
 
 
 def test_disagreeing_baselines_are_noted(tmp_path: Path) -> None:
@@ -186,7 +209,7 @@ def test_mlm_baseline_survives_a_replaced_run_and_headless_bases_are_flagged(tmp
         created=T0 + timedelta(minutes=5),
     )
     text = build_report(read_runs([trained, scored])).markdown()
-    assert table_rows(text, "mlm")["mlt_Latn"] == ["900000.00", "41.00"]
+    assert table_rows(text, "mlm")["mlt_Latn"] == ["900000.00", "40.00 (best of 2)"]  # lower is better
     assert "## mlm: PPPL (held-out text), lower is better" in text
     assert "mlt_Latn: the base has no MLM head of its own" in text
 

@@ -372,7 +372,7 @@ def test_settings_from_a_config_file_with_flags_winning(tmp_path: Path) -> None:
     config.write_text("task: ner\nlanguage: hau\ntrain: t.txt\nepochs: 2\nmax-length: 64\n", encoding="utf-8")
     settings = load_settings(config, epochs=7.0, seed=None)
     assert (settings.task, settings.language, settings.epochs, settings.max_length) == ("ner", "hau", 7.0, 64)
-    assert settings.resolved_learning_rate() == 1e-4
+    assert settings.learning_rates("xlm-roberta-base")[:2] == (1e-4, 1e-4)  # the paper's, for an unmeasured base
     assert settings.batch_size == 32 and settings.weight_decay == 0.01 and settings.warmup_ratio == 0.05
     json_config = tmp_path / "settings.json"
     json_config.write_text(json.dumps({"task": "topic", "language": "yo", "train": "t.tsv"}), encoding="utf-8")
@@ -438,9 +438,10 @@ def cli() -> Any:
     """A Typer app with the task commands registered the way the main CLI mounts them."""
     import typer
 
+    from langadapt.console import HELP_MARKUP
     from langadapt.training.cli_task import register
 
-    app, train_app, eval_app = typer.Typer(), typer.Typer(), typer.Typer()
+    app, train_app, eval_app = (typer.Typer(rich_markup_mode=HELP_MARKUP) for _ in range(3))
     app.add_typer(train_app, name="train")
     app.add_typer(eval_app, name="eval")
     register(train_app, eval_app)
@@ -500,13 +501,208 @@ def test_cli_user_errors_exit_2_with_a_hint(cli: Any, tmp_path: Path) -> None:
 def test_repair_iob_is_opt_in_for_ner_splits(tmp_path: Path) -> None:
     """A stray I- tag fails strict reading with its line, and is read as B- only when repair is asked for."""
     from langadapt.errors import DataFormatError
-    from langadapt.training.task_adapter import read_split
+    from langadapt.training.reading import ReadOptions, read_split
 
     conll = tmp_path / "train.txt"
     conll.write_text("Ade B-PER\nlọ O\nsí O\nÈkó I-LOC\n\nOjo B-PER\n", encoding="utf-8")
     with pytest.raises(DataFormatError) as caught:
         read_split(conll, "ner")
     assert caught.value.line == 4
-    repaired = read_split(conll, "ner", repair_iob=True)
+    repaired = read_split(conll, "ner", ReadOptions(repair_iob=True))
     assert [ex.tags for ex in repaired.examples] == [["B-PER", "O", "O", "B-LOC"], ["B-PER"]]
     assert len(repaired.repaired) == 1
+
+
+# ------------------------------------------------------------------ the CLI as a new user meets it (issue 16)
+
+
+def write_news_tsv(path: Path, n: int, seed: int = 0) -> Path:
+    """A news TSV (`category headline text url`) as spreadsheets export it: some headlines quoted, with `""`
+    for a quote and a line break inside, and a long `text` column."""
+    rng = random.Random(seed)
+    rows = ["category\theadline\ttext\turl"]
+    for i in range(n):
+        label = sorted(TOPICS)[i % len(TOPICS)]
+        words = " ".join(rng.choice(TOPICS[label]) for _ in range(rng.randint(3, 6)))
+        headline = f'"{words} ""{label}""\n{words}"' if i % 3 == 0 else words
+        text = " ".join(rng.choice(TOPICS[label]) for _ in range(40))
+        rows.append(f"{label}\t{headline}\t{text}\thttp://news.example/{i}")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def write_numeric_csv(path: Path, n: int, seed: int = 0) -> Path:
+    """A sentiment CSV whose labels are numbers (-1, 0, 1) and whose text column is `tweet`."""
+    rng = random.Random(seed)
+    vocab = {"-1": TOPICS["politics"], "0": TOPICS["school"], "1": TOPICS["sport"]}
+    rows = ["id,tweet,label"]
+    for i in range(n):
+        label = ["-1", "0", "1"][i % 3]
+        rows.append(f"{i},{' '.join(rng.choice(vocab[label]) for _ in range(4))},{label}")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def invoke(cli: Any, *args: str) -> Any:
+    """Run the task commands as a user would (stdout and stderr apart)."""
+    from typer.testing import CliRunner
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_a_missing_column_names_the_column_flags_in_the_cli(cli: Any, tmp_path: Path) -> None:
+    news = write_news_tsv(tmp_path / "train.tsv", 6)
+    for extra in ([], ["--on-bad-row", "skip"], ["--format", "sib200"]):
+        result = invoke(cli, "train", "task", "--lang", "yo", "--task", "topic", "--train", news, *extra)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert "'category', 'headline', 'text', 'url'" in result.output
+        assert "--label-column" in result.output and "--text-column" in result.output
+        assert "--on-bad-row" not in result.output.split("hint:")[1]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "listed"),
+    [
+        ("--format", "tsvx", "auto, sib200, nusax, afrisenti, csv, tsv, jsonl, parquet"),
+        ("--kind", "bottleneck", "seq_bn, seq_bn_inv, lora"),
+        ("--quoting", "double", "'csv' or 'none'"),
+        ("--on-bad-row", "ignore", "'error' or 'skip'"),
+        ("--task", "topics", "'topic', 'sentiment' or 'ner'"),
+    ],
+)
+def test_every_invalid_option_value_is_a_message_a_hint_and_exit_2(
+    cli: Any, tmp_path: Path, flag: str, value: str, listed: str
+) -> None:
+    train = write_numeric_csv(tmp_path / "train.csv", 6)
+    args = ["--lang", "yo", "--task", "topic", "--train", train, flag, value]
+    result = invoke(cli, "train", "task", *args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert f"{flag} " in result.output and value in result.output and listed in result.output
+    assert "hint:" in result.output
+    result = invoke(cli, "eval", "task", "--adapter", "any", "--test", train, flag, value)
+    if flag in ("--quoting", "--on-bad-row"):  # checked before the store is opened
+        assert result.exit_code == 2 and listed in result.output and "hint:" in result.output
+
+
+def test_help_lists_every_format_and_where_the_learning_rate_comes_from(cli: Any) -> None:
+    from langadapt.training.readers import CLASSIFICATION_FORMATS, NER_FORMATS
+
+    for command in (["train", "task"], ["eval", "task"]):
+        result = invoke(cli, *command, "--help")
+        text = " ".join(result.output.split())
+        for fmt in (*CLASSIFICATION_FORMATS, *NER_FORMATS):
+            assert fmt in text
+    text = "".join(invoke(cli, "train", "task", "--help").output.split())  # click may wrap at a hyphen
+    assert "embedded1e-3,head1e-2(docs/default-adapters.md)" in text
+    assert "thepaper's1e-4" in text
+
+
+def test_the_learning_rate_defaults_to_the_recipe_measured_for_the_base(tmp_path: Path) -> None:
+    settings = TaskTrainSettings(language="yo", task="topic", train=tmp_path / "t.tsv")
+    lr, head, sources = settings.learning_rates("embedded")
+    assert (lr, head) == (1e-3, 1e-2)
+    assert "embedded" in sources["learning_rate"] and "docs/default-adapters.md" in sources["learning_rate"]
+    assert settings.learning_rates("xlm-roberta-base")[:2] == (1e-4, 1e-4)
+    given = settings.model_copy(update={"learning_rate": 5e-4})
+    assert given.learning_rates("embedded")[:2] == (5e-4, 1e-2)
+    assert given.learning_rates("embedded")[2]["learning_rate"] == "--lr"
+    full = settings.model_copy(update={"full_finetune": True})
+    assert full.learning_rates("embedded")[:2] == (2e-5, 2e-5)
+
+
+def test_a_quoted_news_tsv_with_custom_columns_trains_and_says_what_it_did(
+    cli: Any, info: BaseModelInfo, tmp_path: Path
+) -> None:
+    """A new user's topic run: quoted TSV, custom columns, no bars, texts longer than --max-length."""
+    train = write_news_tsv(tmp_path / "train.tsv", 30)
+    dev = write_news_tsv(tmp_path / "dev.tsv", 9, seed=1)
+    bad_line = train.read_text(encoding="utf-8").count("\n") + 1  # 30 rows, 10 of them on two lines
+    with train.open("a", encoding="utf-8") as f:
+        f.write("sport\tbroken row\n")  # one malformed row, skipped and listed
+    args = ["--lang", "yo", "--task", "topic", "--train", train, "--dev", dev, "--base", info.path]
+    args += ["--text-column", "text", "--label-column", "category", "--on-bad-row", "skip", "--max-length", "16"]
+    args += ["--epochs", "1", "--batch-size", "8", "--store", tmp_path / "store", "--out", tmp_path / "run"]
+    result = invoke(cli, "train", "task", *args, "--no-progress")
+    assert result.exit_code == 0, result.output
+    phases = result.stderr
+    for phase in ("reading", "loading the base model", "training", "validation macro_f1"):
+        assert phase in phases, phases
+    out = result.stdout
+    assert "train  " in out and "(tsv, csv quoting)" in out
+    assert bad_line == 42
+    assert f"skipped {train}:42: 2 fields, expected 4" in out
+    assert "30 of 30 examples used; 1 rows skipped" in out
+    assert "30 texts cut at 16 tokens" in out
+    assert "warning: 30 of 30 train texts (100%) are longer than 16 tokens" in out
+    assert "lr          1e-4, head 1e-4" in out  # a local base: the paper's rate, said with its source
+    assert "the paper's task-adapter rate" in out
+
+    record = RunRecord.read(tmp_path / "run")
+    data = record.settings["details"]["data"]
+    assert data["train"]["quoting"] == "csv" and data["train"]["cut"] == 30
+    assert data["train"]["skipped"]["rows"] == [
+        {"file": str(train), "line": 42, "reason": "2 fields, expected 4 (category, headline, text, url)"}
+    ]
+    assert record.settings["details"]["learning_rate_source"]["learning_rate"].startswith("default for base")
+    manifest = AdapterStore(tmp_path / "store").get("yor_Latn-topic")
+    assert manifest.extra["data"] == data
+    assert manifest.extra["reading"]["quoting"] == "csv"
+    assert manifest.extra["reading"]["text_column"] == "text"
+    assert manifest.extra["learning_rate_source"]["learning_rate"].startswith("default for base")
+
+
+def test_numeric_labels_get_names_recorded_and_reused_by_eval(cli: Any, info: BaseModelInfo, tmp_path: Path) -> None:
+    train = write_numeric_csv(tmp_path / "train.csv", 24)
+    test = write_numeric_csv(tmp_path / "test.csv", 9, seed=2)
+    args = ["--lang", "ha", "--task", "sentiment", "--train", train, "--test", test, "--base", info.path]
+    args += ["--text-column", "tweet", "--label-names", "-1=negative,0=neutral,1=positive", "--epochs", "1"]
+    args += ["--store", tmp_path / "store", "--out", tmp_path / "run", "--no-progress", "--json"]
+    result = invoke(cli, "train", "task", *args)
+    assert result.exit_code == 0, result.output
+    manifest = AdapterStore(tmp_path / "store").get("hau_Latn-sentiment")
+    assert manifest.labels == ["negative", "neutral", "positive"]
+    assert manifest.extra["reading"]["label_names"] == {"-1": "negative", "0": "neutral", "1": "positive"}
+    mapping = tmp_path / "names.txt"
+    mapping.write_text("-1=neg\n0=neu\n1=pos\n", encoding="utf-8")
+    evaluated = invoke(cli, "eval", "task", "--adapter", manifest.id, "--test", test, "--store", tmp_path / "store")
+    assert evaluated.exit_code == 0, evaluated.output  # the recorded column and names read the test file
+    assert "test   " in evaluated.stdout and "9 of 9 examples used" in evaluated.stdout
+    renamed = invoke(
+        cli, "eval", "task", "--adapter", manifest.id, "--test", test, "--store", tmp_path / "store",
+        "--label-names", mapping, "--json",
+    )  # fmt: skip
+    assert renamed.exit_code == 0, renamed.output
+    assert json.loads(renamed.stdout)["reading"]["label_names"] == {"-1": "neg", "0": "neu", "1": "pos"}
+
+
+def test_eval_reads_with_the_training_options_and_lists_iob_repairs(
+    cli: Any, ner_run: TaskRunResult, bert_info: BaseModelInfo, tmp_path: Path
+) -> None:
+    """A test file with a stray I- tag: trained with --repair-iob, scored the same way, each repair listed."""
+    assert ner_run.manifest is not None
+    store = tmp_path / "store"
+    data = write_ner_data(tmp_path / "data", {"train": 40, "dev": 12})
+    stray = tmp_path / "data" / "test.txt"
+    stray.write_text("Ade B-PER\nlọ O\nsí O\nKano I-LOC\n\nRais B-PER\nyes O\n", encoding="utf-8")
+    args = ["--lang", "yo", "--task", "ner", "--train", data["train"], "--dev", data["dev"], "--test", stray]
+    args += ["--base", bert_info.path, "--store", store, "--out", tmp_path / "run", "--epochs", "1"]
+    strict = invoke(cli, "train", "task", *args, "--no-progress")
+    assert strict.exit_code == 2 and f"{stray}:4:" in strict.output
+    assert "--repair-iob" in strict.output.split("hint:")[1]  # the flag that fixes it, named in the hint
+    trained = invoke(cli, "train", "task", *args, "--repair-iob", "--no-progress")
+    assert trained.exit_code == 0, trained.output
+    assert f"repaired {stray}:4: tag I-LOC follows O" in trained.stdout
+    manifest = AdapterStore(store).get("yor_Latn-ner")
+    assert manifest.extra["reading"]["repair_iob"] is True
+    assert manifest.extra["data"]["test"]["repaired"]["count"] == 1
+
+    evaluated = invoke(cli, "eval", "task", "--adapter", "yor_Latn-ner", "--test", stray, "--store", store)
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"repaired {stray}:4:" in evaluated.stdout
+    assert "test entity" not in evaluated.stderr and "test f1" in evaluated.stderr
+    overridden = invoke(
+        cli, "eval", "task", "--adapter", "yor_Latn-ner", "--test", stray, "--store", store, "--strict-iob"
+    )
+    assert overridden.exit_code == 2 and f"{stray}:4:" in overridden.output

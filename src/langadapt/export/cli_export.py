@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from langadapt.console import JsonFlag, StoreOption, emit, friendly_errors
+from langadapt.console import HELP_MARKUP, JsonFlag, StoreOption, emit, friendly_errors
 from langadapt.errors import AdapterNotFoundError, StoreError
 
 __all__ = ["export_app"]
@@ -19,6 +19,7 @@ __all__ = ["export_app"]
 export_app = typer.Typer(
     help="Export adapter stacks to ONNX: one fused graph per stack, or one swappable base graph per base model.",
     no_args_is_help=True,
+    rich_markup_mode=HELP_MARKUP,
 )
 
 OutOption = Annotated[

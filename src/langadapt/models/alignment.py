@@ -15,8 +15,10 @@ neighbours) instead of being truncated. Each word is read from — and trained i
 where its first sub-token is most central, i.e. farthest from a cut made by windowing (text edges are not cuts).
 
 Word splitting for raw text (`split_words`): runs of letters, marks and digits (apostrophes inside a word
-kept, as in `jama'a`, `n'ime`) are words; every other non-space character (punctuation, hyphen, symbol) is a
-word of its own, as MasakhaNER tokenizes. Scripts written without spaces between words (Han, kana, Thai, Lao,
+kept, as in `jama'a`, `n'ime`) are words; every other visible grapheme cluster (punctuation, hyphen, symbol, an
+emoji or a flag such as 🇳🇬, which is two code points) is a word of its own, as MasakhaNER tokenizes. No word
+boundary ever falls inside a grapheme cluster: a word is widened to whole clusters, and words that then
+meet are one. Scripts written without spaces between words (Han, kana, Thai, Lao,
 Khmer, Myanmar, Tibetan, Balinese, Javanese) have no such boundaries: a run in one of them is split where the
 tokenizer starts a sub-token (snapped to grapheme boundaries), or, without a tokenizer, into grapheme
 clusters. For Chinese, one piece or one character per "word" is how NER data sets in it are tagged anyway.
@@ -59,9 +61,10 @@ _WORD_CHAR = rf"[^\s\p{{P}}\p{{S}}{_NO_SPACE_SCRIPTS}]"
 _WORD_PATTERN = regex.compile(
     rf"(?P<nospace>[{_NO_SPACE_SCRIPTS}]+)"  # a run in a script without spaces: split further below
     rf"|{_WORD_CHAR}+(?:['’]{_WORD_CHAR}+)*"  # letters, marks, digits; inner apostrophes kept
-    r"|\S"  # any other visible character is a word of its own
+    r"|(?!\s)\X"  # any other visible grapheme cluster (punctuation, symbol, emoji, flag) is a word of its own
 )
 _GRAPHEME = regex.compile(r"\X")
+_PUNCTUATION = regex.compile(r"\p{P}+")
 
 
 @dataclass(frozen=True)
@@ -305,7 +308,27 @@ def split_words(text: str, tokenizer: Any | None = None) -> list[tuple[int, int]
             spans.append((start, end))
             continue
         spans.extend(_split_no_space_run(text, start, end, tokenizer))
-    return spans
+    return _whole_graphemes(text, spans)
+
+
+def _whole_graphemes(text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spans widened to whole grapheme clusters (`a` + an emoji modifier is one), merged where they then meet.
+
+    Whitespace always bounds a span, so a mark that follows a space stays a word of its own.
+    """
+    bounds = {m.start() for m in _GRAPHEME.finditer(text)} | {len(text)}
+    bounds |= {i for i, ch in enumerate(text) if ch.isspace()} | {i + 1 for i, ch in enumerate(text) if ch.isspace()}
+    out: list[tuple[int, int]] = []
+    for start, end in spans:
+        while start not in bounds:
+            start -= 1
+        while end not in bounds:
+            end += 1
+        if out and start < out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def _split_no_space_run(text: str, start: int, end: int, tokenizer: Any | None) -> list[tuple[int, int]]:
@@ -368,7 +391,10 @@ def decode_entities(
     `B-X` starts an entity; `I-X` continues an open `X` entity. An `I-X` with no open `X` entity (at the
     start, after `O`, or after another type) starts a new `X` entity: seqeval's strict mode would not count it,
     but at inference a model's slightly-off first tag should not lose the entity. A tag with no `B-`/`I-`
-    prefix is read as `I-` (the IO scheme). The score of an entity is the mean of its words' scores.
+    prefix is read as `I-` (the IO scheme). Punctuation tagged `O` between words of one entity, where the next
+    word continues it (`I-X`), is inside the entity: the dots of `डी. सी. आई` or the hyphen of `ilé-iṣẹ́`, which
+    `split_words` makes words of their own, never cut an entity the model tagged as one. The score of an entity
+    is the mean of its words' scores.
     """
     if len(word_spans) != len(word_tags):
         raise ValueError(f"{len(word_spans)} word spans but {len(word_tags)} tags")
@@ -378,6 +404,7 @@ def decode_entities(
     entities: list[Entity] = []
     open_type: str | None = None
     open_words: list[int] = []
+    pending: list[int] = []  # punctuation tagged O after an open entity: inside it if the entity goes on
 
     def close() -> None:
         if open_type is not None and open_words:
@@ -390,14 +417,18 @@ def decode_entities(
         if not 0 <= start <= end <= len(text):
             raise ValueError(f"word span {(start, end)} is outside the text of length {len(text)}")
         if tag == "O":
+            if open_type is not None and _PUNCTUATION.fullmatch(text, start, end):
+                pending.append(index)
+                continue
             close()
-            open_type, open_words = None, []
+            open_type, open_words, pending = None, [], []
             continue
         prefix, entity_type = (tag[:2], tag[2:]) if tag[:2] in ("B-", "I-") else ("I-", tag)
         if prefix == "B-" or entity_type != open_type:
             close()
             open_type, open_words = entity_type, [index]
         else:
-            open_words.append(index)
+            open_words += [*pending, index]
+        pending = []
     close()
     return entities

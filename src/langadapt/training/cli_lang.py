@@ -179,7 +179,8 @@ def report(
     out: Annotated[Path, typer.Option("-o", "--out", help="Markdown file to write; the PNG goes next to it.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Turn runs into a markdown table per task (language × variant, with the baseline) and a PNG plot."""
+    """Turn runs into a markdown table per task (language × variant: the best run, with the baseline), a list of
+    every run (run name, seed, the settings that differ, the best marked) and a PNG plot."""
     from langadapt.training.report import write_report
 
     paths = write_report(run_dirs, out)

@@ -2,7 +2,9 @@
 
 Mount them with `register(train_app, eval_app)`, which adds a `task` command to each Typer group and wraps
 both in the main CLI's `friendly_errors` (a LangadaptError becomes a message, a hint and exit code 2).
-Flags left out fall back to the `--config` file (JSON or YAML), then to the paper's defaults.
+Flags left out fall back to the `--config` file (JSON or YAML), then to the defaults: the learning rates measured
+for the base model where there are some, the paper's otherwise. `eval task` reads the test file with the reader
+options the adapter was trained with, unless its own flags say otherwise.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ def _help(name: str) -> str:
     return TaskTrainSettings.model_fields[name].description or ""
 
 
-def _opt(name: str, flag: str) -> Any:
-    """A Typer option for settings field `name`, with the field's description as help."""
-    return typer.Option(flag, help=_help(name))
+def _opt(name: str, flag: str, suffix: str = "") -> Any:
+    """A Typer option for settings field `name`, with the field's description (and `suffix`) as help."""
+    return typer.Option(flag, help=_help(name) + suffix)
+
+
+AS_TRAINED = " Default: as the adapter was trained (its manifest records it)."
 
 
 def _text(summary: dict[str, Any]) -> str:
@@ -32,6 +37,9 @@ def _text(summary: dict[str, Any]) -> str:
 
     def figures(values: dict[str, float]) -> str:
         return "  ".join(f"{k} {v:.4f}" for k, v in values.items()) or "-"
+
+    from langadapt.training.intake import intake_lines
+    from langadapt.training.recipes import rate
 
     lines = [f"{summary['id']} v{summary.get('version') or '-'}  {summary.get('variant', '')}"]
     if "validation" in summary:
@@ -42,8 +50,14 @@ def _text(summary: dict[str, Any]) -> str:
         per_step = summary.get("seconds_per_step")
         speed = f", {per_step:.3f} s/step" if per_step else ""
         lines.append(f"steps       {summary['steps']}{speed}")
+    if summary.get("learning_rate") is not None:
+        source = (summary.get("learning_rate_source") or {}).get("learning_rate", "")
+        rates = f"{rate(summary['learning_rate'])}, head {rate(summary['head_learning_rate'])}"
+        lines.append(f"lr          {rates}  ({source})")
     if summary.get("out_dir"):
         lines.append(f"run         {summary['out_dir']}")
+    if summary.get("data"):
+        lines += ["data", *(f"  {line}" for line in intake_lines(summary["data"]))]
     return "\n".join(lines)
 
 
@@ -81,6 +95,8 @@ def train_task(
     data_format: Annotated[str | None, _opt("data_format", "--format")] = None,
     text_column: Annotated[str | None, _opt("text_column", "--text-column")] = None,
     label_column: Annotated[str | None, _opt("label_column", "--label-column")] = None,
+    quoting: Annotated[str | None, _opt("quoting", "--quoting")] = None,
+    label_names: Annotated[str | None, _opt("label_names", "--label-names")] = None,
     on_bad_row: Annotated[str | None, _opt("on_bad_row", "--on-bad-row")] = None,
     repair_iob: Annotated[bool | None, _opt("repair_iob", "--repair-iob/--strict-iob")] = None,
     publish: Annotated[bool | None, _opt("publish", "--publish/--no-publish")] = None,
@@ -129,6 +145,8 @@ def train_task(
         data_format=data_format,
         text_column=text_column,
         label_column=label_column,
+        quoting=quoting,
+        label_names=label_names,
         on_bad_row=on_bad_row,
         repair_iob=repair_iob,
         publish=publish,
@@ -151,21 +169,30 @@ def eval_task(
         str | None,
         typer.Option("--lang-adapter", help="Language adapter to stack under it (default: the one it was trained on)."),
     ] = None,
-    data_format: Annotated[str, _opt("data_format", "--format")] = "auto",
-    text_column: Annotated[str | None, _opt("text_column", "--text-column")] = None,
-    label_column: Annotated[str | None, _opt("label_column", "--label-column")] = None,
-    on_bad_row: Annotated[str, _opt("on_bad_row", "--on-bad-row")] = "error",
+    data_format: Annotated[str | None, _opt("data_format", "--format", AS_TRAINED)] = None,
+    text_column: Annotated[str | None, _opt("text_column", "--text-column", AS_TRAINED)] = None,
+    label_column: Annotated[str | None, _opt("label_column", "--label-column", AS_TRAINED)] = None,
+    quoting: Annotated[str | None, _opt("quoting", "--quoting", AS_TRAINED)] = None,
+    label_names: Annotated[str | None, _opt("label_names", "--label-names", AS_TRAINED)] = None,
+    on_bad_row: Annotated[str | None, _opt("on_bad_row", "--on-bad-row", AS_TRAINED)] = None,
+    repair_iob: Annotated[bool | None, _opt("repair_iob", "--repair-iob/--strict-iob", AS_TRAINED)] = None,
     max_examples: Annotated[int | None, typer.Option("--max-examples", help="Cap: a seeded sample.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 64,
     out: Annotated[Path | None, typer.Option("--out", help="Write run.json into this directory.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")] = False,
 ) -> None:
     """Score a stored task adapter on a labelled file, beside the majority-class baseline."""
-    from langadapt.errors import LangadaptError
     from langadapt.training.task_adapter import evaluate_task_adapter
 
-    if on_bad_row not in ("error", "skip"):
-        raise LangadaptError(f"--on-bad-row {on_bad_row} is not a policy", "use error or skip")
+    reading = {
+        "data_format": data_format,
+        "text_column": text_column,
+        "label_column": label_column,
+        "quoting": quoting,
+        "label_names": label_names,
+        "on_bad_row": on_bad_row,
+        "repair_iob": repair_iob,
+    }
     result = evaluate_task_adapter(
         adapter,
         test,
@@ -173,10 +200,7 @@ def eval_task(
         version=version,
         base=base,
         lang_adapter=lang_adapter,
-        data_format=data_format,
-        text_column=text_column,
-        label_column=label_column,
-        on_bad_row=on_bad_row,  # type: ignore[arg-type]
+        reading=reading,
         max_examples=max_examples,
         batch_size=batch_size,
         out=out,

@@ -165,7 +165,7 @@ def read_conceptnet_edges(
     issues = RowIssues(path, on_bad_row)
     wanted = _conceptnet_language(language) if language else None
     edges: list[Edge] = []
-    for line, values in table_rows(path, "tsv", issues, ["rel", "start", "end"]):
+    for line, values in table_rows(path, "tsv", issues, ["rel", "start", "end"], quoting="none"):
         rel, start, end = (str(v).strip() for v in values)
         if not rel:
             issues.bad(line, "empty relation")

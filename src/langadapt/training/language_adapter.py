@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
 from langadapt.errors import BaseModelError, LangadaptError, StoreError
-from langadapt.training.loop import LoopConfig, LoopResult, TrainLoop, load_trainable_state
+from langadapt.training.loop import LoopConfig, LoopResult, TrainLoop, announce, load_trainable_state
 from langadapt.training.pppl import PseudoPerplexity, masked_token_logits, pseudo_perplexity
 from langadapt.training.runs import RUN_FILE, RunRecord
 
@@ -533,6 +533,7 @@ def train_language_adapter(
     aid = adapter_id(language, "mlm", kind)
     out_dir = settings.out_dir or Path("runs") / aid
     settings = settings.model_copy(update={"out_dir": out_dir})
+    announce("reading the training text")
     data = read_training_sentences(settings, language)  # bad input fails before anything is written
     if settings.dev is not None:
         train_text = data.sentences
@@ -544,6 +545,7 @@ def train_language_adapter(
             data.sentences, settings.dev_fraction, settings.max_dev_sentences, settings.seed
         )
         validation = {"source": f"held out: {settings.dev_fraction:g} of the training text", "seed": settings.seed}
+    announce(f"loading the base model {settings.base}")
     info = resolve_base_model(settings.base)
     tokenizer = load_tokenizer(info)
     _guard_resume(out_dir, settings)

@@ -4,6 +4,12 @@ Every reader takes `on_bad_row`: `"error"` (the default) raises `DataFormatError
 `"skip"` leaves the row out and records `(line, reason)` in `Dataset.skipped`, so nothing is dropped silently.
 Rows left out on purpose (blank lines, `-DOCSTART-`, filtered knowledge-graph edges) are counted in
 `Dataset.dropped`. Files are decoded line by line with strict UTF-8, so an invalid byte is reported at its line.
+
+CSV and TSV tables are read with standard CSV quoting by default (`quoting="csv"`, as Python's csv and pandas read
+them: a quoted field may hold the delimiter, a line break or `""` for one `"`); `quoting="none"` reads every `"` as
+text. The SIB-200 and AfriSenti layouts are always read unquoted and NusaX quoted, as those data sets are written.
+A problem with the whole file (no header, a missing column) is an error whatever the policy, with a hint that names
+the options that fix it.
 """
 
 from __future__ import annotations
@@ -12,19 +18,23 @@ import csv
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar, get_args
 
 from langadapt.errors import DataFormatError
 
 __all__ = [
+    "CLASSIFICATION_FORMATS",
+    "NER_FORMATS",
+    "QUOTINGS",
     "ClassificationFormat",
     "Dataset",
     "MlmFormat",
     "NerFormat",
     "OnBadRow",
+    "Quoting",
     "RowIssues",
     "TableFormat",
     "TextExample",
@@ -48,10 +58,23 @@ TableFormat = Literal["csv", "tsv", "jsonl", "parquet"]
 ClassificationFormat = Literal["auto", "sib200", "nusax", "afrisenti", "csv", "tsv", "jsonl", "parquet"]
 NerFormat = Literal["auto", "masakhaner", "conll"]
 MlmFormat = Literal["auto", "text", "conceptnet", "csv", "tsv", "jsonl", "parquet"]
+Quoting = Literal["csv", "none"]
+
+CLASSIFICATION_FORMATS: tuple[str, ...] = get_args(ClassificationFormat)
+NER_FORMATS: tuple[str, ...] = get_args(NerFormat)
+QUOTINGS: tuple[str, ...] = get_args(Quoting)
+
+COLUMN_FLAGS_HINT = "choose the file's columns with --text-column COLUMN and --label-column COLUMN"
+REPAIR_HINT = "pass --repair-iob to read a stray I-X as B-X (each repair listed), fix the tag, or --on-bad-row skip"
+QUOTING_HINT = (
+    "fix the quoting of that row, pass --quoting none if every quote in the file is text, or --on-bad-row skip"
+)
 
 T = TypeVar("T")
 
 SIB200_HEADER = ("index_id", "category", "text")
+# The quoting each known layout is written with (a generic CSV/TSV table takes the reader's `quoting`).
+_LAYOUTS: dict[str, Quoting] = {"sib200": "none", "afrisenti": "none", "nusax": "csv"}
 NUSAX_HEADER = ("id", "text", "label")
 AFRISENTI_HEADERS = (("tweet", "label"), ("ID", "tweet", "label"))
 
@@ -99,6 +122,8 @@ class Dataset(Generic[T]):
     dropped: dict[str, int] = field(default_factory=dict)
     repaired: list[tuple[int, str]] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    layout: str | None = None  # the reader format used: sib200, tsv, masakhaner, ...
+    quoting: str | None = None  # csv or none for CSV/TSV tables, None for other files
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -133,18 +158,23 @@ class RowIssues:
         self.dropped: Counter[str] = Counter()
         self.repaired: list[tuple[int, str]] = []
 
-    def bad(self, line: int, reason: str) -> None:
-        """A malformed row: raise under `error`, record under `skip`."""
+    def bad(self, line: int, reason: str, hint: str | None = None) -> None:
+        """A malformed row: raise under `error` (with `hint`, else the bad-row hint), record under `skip`."""
         if self.on_bad_row == "error":
-            raise self.fatal(line, reason)
+            raise DataFormatError(str(self.path), line, reason, hint)
         self.skipped.append((line, reason))
 
-    def fatal(self, line: int, reason: str) -> DataFormatError:
-        """A problem with the whole file (header, missing column): always an error, whatever the policy."""
-        return DataFormatError(str(self.path), line, reason)
+    def fatal(self, line: int, reason: str, hint: str) -> DataFormatError:
+        """A problem with the whole file (header, missing column): always an error, whatever the policy.
 
-    def dataset(self, examples: list[T], labels: Sequence[str] = ()) -> Dataset[T]:
-        """The examples read, with what this file's policy recorded."""
+        Skipping rows cannot fix it, so `hint` must say what does.
+        """
+        return DataFormatError(str(self.path), line, reason, hint)
+
+    def dataset(
+        self, examples: list[T], labels: Sequence[str] = (), layout: str | None = None, quoting: str | None = None
+    ) -> Dataset[T]:
+        """The examples read, with what this file's policy recorded and how the file was read."""
         return Dataset(
             examples=examples,
             labels=list(labels),
@@ -152,23 +182,34 @@ class RowIssues:
             dropped=dict(self.dropped),
             repaired=self.repaired,
             paths=[self.path],
+            layout=layout,
+            quoting=quoting,
         )
 
 
 class _LabelSet:
-    """Labels in first-seen order, or a fixed label list that every row must use."""
+    """Labels in first-seen order, or a fixed label list that every row must use; raw labels renamed by `names`."""
 
-    def __init__(self, fixed: Sequence[str] | None, origin: str = "the given labels") -> None:
-        self.fixed = list(fixed) if fixed is not None else None
+    def __init__(
+        self, fixed: Sequence[str] | None, origin: str = "the given labels", names: Mapping[str, str] | None = None
+    ) -> None:
+        self.names = dict(names) if names else None
+        self.fixed = [self.named(label) for label in fixed] if fixed is not None else None
         self.origin = origin
         self.seen: dict[str, None] = {}
 
+    def named(self, label: str) -> str:
+        """The label's name when label names were given (the raw label otherwise)."""
+        return self.names.get(label, label) if self.names else label
+
     def problem(self, label: str) -> str | None:
-        """Why `label` is not acceptable, or None."""
+        """Why the raw `label` is not acceptable, or None."""
         if not label:
             return "empty label"
-        if self.fixed is not None and label not in self.fixed:
-            return f"label {label!r} is not one of {self.fixed} ({self.origin})"
+        if self.names is not None and label not in self.names:
+            return f"label {label!r} has no name in the label names (names are given for {', '.join(self.names)})"
+        if self.fixed is not None and self.named(label) not in self.fixed:
+            return f"label {self.named(label)!r} is not one of {self.fixed} ({self.origin})"
         return None
 
     def add(self, label: str) -> None:
@@ -228,13 +269,18 @@ class _LineFeed:
             return text
 
 
-def _records(path: Path, issues: RowIssues, fmt: Literal["csv", "tsv"]) -> Iterator[tuple[int, list[str]]]:
-    """CSV records (standard quoting) or TSV records (no quoting: quotes stay verbatim) with their first line."""
+def _records(
+    path: Path, issues: RowIssues, fmt: Literal["csv", "tsv"], quoting: Quoting
+) -> Iterator[tuple[int, list[str]]]:
+    """CSV or TSV records with the line each starts on: standard CSV quoting, or none (quotes stay verbatim)."""
     feed = _LineFeed(path, issues)
-    if fmt == "csv":
-        reader = csv.reader(feed, delimiter=",", quoting=csv.QUOTE_MINIMAL, strict=True)
+    delimiter = "," if fmt == "csv" else "\t"
+    if quoting == "csv":
+        reader = csv.reader(feed, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL, strict=True)
+    elif quoting == "none":
+        reader = csv.reader(feed, delimiter=delimiter, quoting=csv.QUOTE_NONE)
     else:
-        reader = csv.reader(feed, delimiter="\t", quoting=csv.QUOTE_NONE)
+        raise ValueError(f"unknown quoting {quoting!r}; use one of {', '.join(QUOTINGS)}")
     while True:
         feed.start = None
         try:
@@ -242,16 +288,19 @@ def _records(path: Path, issues: RowIssues, fmt: Literal["csv", "tsv"]) -> Itera
         except StopIteration:
             return
         except csv.Error as exc:
-            issues.bad(feed.start or feed.last, f"unreadable {fmt.upper()} row: {exc}")
+            issues.bad(feed.start or feed.last, f"unreadable {fmt.upper()} row: {exc}", QUOTING_HINT)
             continue
         yield feed.start or feed.last, row
 
 
-def _missing_column(issues: RowIssues, line: int, wanted: Sequence[str], have: Iterable[str]) -> DataFormatError:
-    """The error for columns that are not in the file, naming the ones that are."""
+def _missing_column(
+    issues: RowIssues, line: int, wanted: Sequence[str], have: Iterable[str], hint: str | None
+) -> DataFormatError:
+    """The error for columns that are not in the file, naming the ones that are (and, in `hint`, how to choose)."""
     missing = ", ".join(repr(c) for c in wanted)
     present = ", ".join(repr(c) for c in have) or "none"
-    return issues.fatal(line, f"no column {missing}; the columns are: {present}")
+    default = f"give the file a header row with the column{'s' if len(wanted) > 1 else ''} {missing}"
+    return issues.fatal(line, f"no column {missing}; the columns are: {present}", hint or default)
 
 
 def _delimited_rows(
@@ -260,19 +309,25 @@ def _delimited_rows(
     issues: RowIssues,
     columns: Sequence[str],
     headers: Sequence[Sequence[str]] | None,
+    quoting: Quoting,
+    column_hint: str | None,
+    layout: str | None,
 ) -> Iterator[tuple[int, list[object]]]:
     """Rows of a CSV/TSV file with a header; every row must have exactly the header's field count."""
-    records = _records(path, issues, fmt)
+    records = _records(path, issues, fmt, quoting)
     first = next(records, None)
     if first is None:
-        raise issues.fatal(1, "empty file: expected a header row")
+        raise issues.fatal(1, "empty file: expected a header row", "give the file a header row naming its columns")
     line, header = first
     if headers is not None and tuple(header) not in {tuple(h) for h in headers}:
         expected = " or ".join(repr("\t".join(h) if fmt == "tsv" else ",".join(h)) for h in headers)
-        raise issues.fatal(line, f"header is {header!r}; expected {expected}")
+        hint = (
+            f"this is not a {layout or 'known'} file: read it as a plain table, --format {fmt}, and {COLUMN_FLAGS_HINT}"
+        )
+        raise issues.fatal(line, f"header is {header!r}; expected {expected}", hint)
     missing = [c for c in columns if c not in header]
     if missing:
-        raise _missing_column(issues, line, missing, header)
+        raise _missing_column(issues, line, missing, header, column_hint)
     index = [header.index(c) for c in columns]
     for line, row in records:
         if not row:
@@ -284,7 +339,9 @@ def _delimited_rows(
         yield line, [row[i] for i in index]
 
 
-def _jsonl_rows(path: Path, issues: RowIssues, columns: Sequence[str]) -> Iterator[tuple[int, list[object]]]:
+def _jsonl_rows(
+    path: Path, issues: RowIssues, columns: Sequence[str], column_hint: str | None
+) -> Iterator[tuple[int, list[object]]]:
     """Rows of a JSON Lines file, one object a line; the first object must have every column."""
     checked = False
     for line, text in _lines(path):
@@ -304,7 +361,7 @@ def _jsonl_rows(path: Path, issues: RowIssues, columns: Sequence[str]) -> Iterat
             continue
         missing = [c for c in columns if c not in obj]
         if missing and not checked:
-            raise _missing_column(issues, line, missing, obj)
+            raise _missing_column(issues, line, missing, obj, column_hint)
         checked = True
         if missing:
             issues.bad(line, f"no key {', '.join(repr(c) for c in missing)} (keys: {', '.join(obj)})")
@@ -312,7 +369,9 @@ def _jsonl_rows(path: Path, issues: RowIssues, columns: Sequence[str]) -> Iterat
         yield line, [obj[c] for c in columns]
 
 
-def _parquet_rows(path: Path, issues: RowIssues, columns: Sequence[str]) -> Iterator[tuple[int, list[object]]]:
+def _parquet_rows(
+    path: Path, issues: RowIssues, columns: Sequence[str], column_hint: str | None
+) -> Iterator[tuple[int, list[object]]]:
     """Rows of a Parquet file; a row's `line` is its 1-based row number."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -320,10 +379,12 @@ def _parquet_rows(path: Path, issues: RowIssues, columns: Sequence[str]) -> Iter
     try:
         names = pq.read_schema(path).names
     except (pa.ArrowException, OSError) as exc:
-        raise issues.fatal(1, f"not a readable Parquet file: {exc}") from exc
+        raise issues.fatal(
+            1, f"not a readable Parquet file: {exc}", "check the file, or pass the --format it is in"
+        ) from exc
     missing = [c for c in columns if c not in names]
     if missing:
-        raise _missing_column(issues, 1, missing, names)
+        raise _missing_column(issues, 1, missing, names, column_hint)
     table = pq.read_table(path, columns=list(columns))
     values = [table.column(c).to_pylist() for c in columns]
     for i, row in enumerate(zip(*values, strict=True), start=1):
@@ -337,19 +398,23 @@ def table_rows(
     columns: Sequence[str],
     *,
     headers: Sequence[Sequence[str]] | None = None,
+    quoting: Quoting = "csv",
+    column_hint: str | None = None,
+    layout: str | None = None,
 ) -> Iterator[tuple[int, list[object]]]:
     """The values of `columns` in each row of a CSV, TSV, JSONL or Parquet table, with the line the row starts on.
 
-    A missing column is a `DataFormatError` at the header line naming the columns that exist; `headers`, when
-    given, lists the exact CSV/TSV headers accepted.
+    A missing column is a `DataFormatError` at the header line naming the columns that exist, with `column_hint`
+    saying how to choose others; `headers`, when given, lists the exact CSV/TSV headers of the `layout` accepted.
+    `quoting` applies to CSV and TSV.
     """
     path = Path(path)
     if fmt in ("csv", "tsv"):
-        return _delimited_rows(path, fmt, issues, columns, headers)
+        return _delimited_rows(path, fmt, issues, columns, headers, quoting, column_hint, layout)
     if fmt == "jsonl":
-        return _jsonl_rows(path, issues, columns)
+        return _jsonl_rows(path, issues, columns, column_hint)
     if fmt == "parquet":
-        return _parquet_rows(path, issues, columns)
+        return _parquet_rows(path, issues, columns, column_hint)
     raise ValueError(f"unknown table format {fmt!r}; use one of csv, tsv, jsonl, parquet")
 
 
@@ -373,7 +438,11 @@ def _first_line(path: Path) -> str | None:
 
 
 def _text_examples(
-    rows: Iterator[tuple[int, list[object]]], issues: RowIssues, labels: _LabelSet
+    rows: Iterator[tuple[int, list[object]]],
+    issues: RowIssues,
+    labels: _LabelSet,
+    layout: str,
+    quoting: Quoting | None,
 ) -> Dataset[TextExample]:
     """`TextExample`s from (text, label) rows: text non-empty and kept verbatim, label stripped and checked."""
     examples: list[TextExample] = []
@@ -395,9 +464,10 @@ def _text_examples(
         if problem:
             issues.bad(line, problem)
             continue
+        label = labels.named(label)
         labels.add(label)
         examples.append(TextExample(text=text, label=label, line=line))
-    return issues.dataset(examples, labels.labels)
+    return issues.dataset(examples, labels.labels, layout, quoting)
 
 
 def read_table(
@@ -408,27 +478,52 @@ def read_table(
     *,
     on_bad_row: OnBadRow = "error",
     labels: Sequence[str] | None = None,
+    quoting: Quoting = "csv",
+    label_names: Mapping[str, str] | None = None,
 ) -> Dataset[TextExample]:
-    """Labelled text from a generic CSV, TSV (unquoted), JSONL or Parquet table with named columns."""
+    """Labelled text from a generic CSV, TSV, JSONL or Parquet table with named columns.
+
+    `label_names` renames raw labels (`{"-1": "negative"}`); a raw label without a name is then a bad row.
+    """
     path = Path(path)
     issues = RowIssues(path, on_bad_row)
     table_fmt = _table_format(path) if fmt == "auto" else fmt
-    rows = table_rows(path, table_fmt, issues, [text_column, label_column])
-    return _text_examples(rows, issues, _LabelSet(labels))
+    hint = COLUMN_FLAGS_HINT
+    rows = table_rows(path, table_fmt, issues, [text_column, label_column], quoting=quoting, column_hint=hint)
+    used = quoting if table_fmt in ("csv", "tsv") else None
+    return _text_examples(rows, issues, _LabelSet(labels, names=label_names), table_fmt, used)
+
+
+def _known_layout(
+    path: Path,
+    layout: str,
+    headers: Sequence[Sequence[str]],
+    columns: Sequence[str],
+    on_bad_row: OnBadRow,
+    label_set: _LabelSet,
+) -> Dataset[TextExample]:
+    """Labelled text from a data set's own CSV/TSV layout, read with the quoting it is written with."""
+    issues = RowIssues(path, on_bad_row)
+    fmt: Literal["csv", "tsv"] = "csv" if layout == "nusax" else "tsv"
+    quoting = _LAYOUTS[layout]
+    rows = table_rows(path, fmt, issues, columns, headers=headers, quoting=quoting, layout=layout)
+    return _text_examples(rows, issues, label_set, layout, quoting)
 
 
 def read_sib200(
-    path: str | Path, *, on_bad_row: OnBadRow = "error", labels: Sequence[str] | None = None
+    path: str | Path,
+    *,
+    on_bad_row: OnBadRow = "error",
+    labels: Sequence[str] | None = None,
+    label_names: Mapping[str, str] | None = None,
 ) -> Dataset[TextExample]:
     """SIB-200 topic TSV (`index_id category text`); labels in the order of the `labels.txt` beside it."""
     path = Path(path)
-    issues = RowIssues(path, on_bad_row)
-    label_set = _LabelSet(labels)
+    label_set = _LabelSet(labels, names=label_names)
     labels_file = path.parent / "labels.txt"
     if labels is None and labels_file.is_file():
-        label_set = _LabelSet(_read_label_file(labels_file), origin=str(labels_file))
-    rows = table_rows(path, "tsv", issues, ["text", "category"], headers=[SIB200_HEADER])
-    return _text_examples(rows, issues, label_set)
+        label_set = _LabelSet(_read_label_file(labels_file), origin=str(labels_file), names=label_names)
+    return _known_layout(path, "sib200", [SIB200_HEADER], ["text", "category"], on_bad_row, label_set)
 
 
 def _read_label_file(path: Path) -> list[str]:
@@ -441,32 +536,36 @@ def _read_label_file(path: Path) -> list[str]:
             continue
         label = text.strip()
         if label in labels:
-            raise issues.fatal(line, f"label {label!r} listed twice")
+            raise issues.fatal(line, f"label {label!r} listed twice", "list each label once")
         if label:
             labels.append(label)
     if not labels:
-        raise issues.fatal(1, "no labels in the label file")
+        raise issues.fatal(1, "no labels in the label file", "list the labels, one a line")
     return labels
 
 
 def read_nusax(
-    path: str | Path, *, on_bad_row: OnBadRow = "error", labels: Sequence[str] | None = None
+    path: str | Path,
+    *,
+    on_bad_row: OnBadRow = "error",
+    labels: Sequence[str] | None = None,
+    label_names: Mapping[str, str] | None = None,
 ) -> Dataset[TextExample]:
     """NusaX-Senti CSV (`id,text,label`, standard quoting; a text may span lines)."""
-    path = Path(path)
-    issues = RowIssues(path, on_bad_row)
-    rows = table_rows(path, "csv", issues, ["text", "label"], headers=[NUSAX_HEADER])
-    return _text_examples(rows, issues, _LabelSet(labels))
+    label_set = _LabelSet(labels, names=label_names)
+    return _known_layout(Path(path), "nusax", [NUSAX_HEADER], ["text", "label"], on_bad_row, label_set)
 
 
 def read_afrisenti(
-    path: str | Path, *, on_bad_row: OnBadRow = "error", labels: Sequence[str] | None = None
+    path: str | Path,
+    *,
+    on_bad_row: OnBadRow = "error",
+    labels: Sequence[str] | None = None,
+    label_names: Mapping[str, str] | None = None,
 ) -> Dataset[TextExample]:
     """AfriSenti TSV (`tweet label`, or `ID tweet label`), unquoted so tweets keep their `"` verbatim."""
-    path = Path(path)
-    issues = RowIssues(path, on_bad_row)
-    rows = table_rows(path, "tsv", issues, ["tweet", "label"], headers=AFRISENTI_HEADERS)
-    return _text_examples(rows, issues, _LabelSet(labels))
+    label_set = _LabelSet(labels, names=label_names)
+    return _known_layout(Path(path), "afrisenti", AFRISENTI_HEADERS, ["tweet", "label"], on_bad_row, label_set)
 
 
 def _classification_format(path: Path) -> ClassificationFormat:
@@ -492,23 +591,37 @@ def read_classification(
     label_column: str | None = None,
     on_bad_row: OnBadRow = "error",
     labels: Sequence[str] | None = None,
+    quoting: Quoting = "csv",
+    label_names: Mapping[str, str] | None = None,
 ) -> Dataset[TextExample]:
     """Labelled text for topic or sentiment, format told by extension and header unless `fmt` names it.
 
     Naming a column reads the file as a generic table; `labels` fixes the label set (pass the training
-    labels when reading dev or test data) and makes any other label a bad row.
+    labels, named, when reading dev or test data) and makes any other label a bad row. `quoting` applies to
+    generic CSV/TSV tables; `label_names` renames raw labels.
     """
     path = Path(path)
+    if fmt not in CLASSIFICATION_FORMATS:
+        raise ValueError(f"unknown classification format {fmt!r}; use one of {', '.join(CLASSIFICATION_FORMATS)}")
     if fmt == "auto":
         named = text_column is not None or label_column is not None
         fmt = _table_format(path) if named else _classification_format(path)
     if fmt == "sib200":
-        return read_sib200(path, on_bad_row=on_bad_row, labels=labels)
+        return read_sib200(path, on_bad_row=on_bad_row, labels=labels, label_names=label_names)
     if fmt == "nusax":
-        return read_nusax(path, on_bad_row=on_bad_row, labels=labels)
+        return read_nusax(path, on_bad_row=on_bad_row, labels=labels, label_names=label_names)
     if fmt == "afrisenti":
-        return read_afrisenti(path, on_bad_row=on_bad_row, labels=labels)
-    return read_table(path, text_column or "text", label_column or "label", fmt, on_bad_row=on_bad_row, labels=labels)
+        return read_afrisenti(path, on_bad_row=on_bad_row, labels=labels, label_names=label_names)
+    return read_table(
+        path,
+        text_column or "text",
+        label_column or "label",
+        fmt,
+        on_bad_row=on_bad_row,
+        labels=labels,
+        quoting=quoting,
+        label_names=label_names,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- NER
@@ -557,10 +670,10 @@ def _read_tagged(
             examples.append(TokenExample(tokens=tokens, tags=tags, line=start))
         tokens, tags, broken = [], [], False
 
-    def bad(line: int, reason: str) -> None:
+    def bad(line: int, reason: str, hint: str | None = None) -> None:
         nonlocal broken
         if not broken:  # one record per dropped sentence
-            issues.bad(line, reason)
+            issues.bad(line, reason, hint)
         broken = True
 
     for line, text in _lines(path):
@@ -591,7 +704,7 @@ def _read_tagged(
         if tag.startswith("I-") and previous[2:] != tag[2:]:
             reason = f"tag {tag} follows {previous}: an I- tag must continue an entity of the same type (IOB2)"
             if not repair_iob:
-                bad(line, reason)
+                bad(line, reason, REPAIR_HINT)
                 continue
             tag = "B-" + tag[2:]
             issues.repaired.append((line, f"{reason}; read as {tag}"))
@@ -602,7 +715,7 @@ def _read_tagged(
         tokens.append(token)
         tags.append(tag)
     end_sentence()
-    return issues.dataset(examples, tag_set.labels)
+    return issues.dataset(examples, tag_set.labels, layout="conll" if docstart else "masakhaner")
 
 
 def read_masakhaner(
@@ -702,11 +815,14 @@ def read_text_lines(path: str | Path, *, on_bad_row: OnBadRow = "error") -> Data
     return issues.dataset(examples)
 
 
-def _text_column(path: Path, column: str, fmt: TableFormat, on_bad_row: OnBadRow) -> Dataset[str]:
+def _text_column(
+    path: Path, column: str, fmt: TableFormat, on_bad_row: OnBadRow, quoting: Quoting = "csv"
+) -> Dataset[str]:
     """One text column of a table, stripped; empty cells are dropped and counted."""
     issues = RowIssues(path, on_bad_row)
     examples: list[str] = []
-    for line, (text,) in table_rows(path, fmt, issues, [column]):
+    hint = f"put the text in a column named {column!r}, or give it as plain text, one sentence a line"
+    for line, (text,) in table_rows(path, fmt, issues, [column], quoting=quoting, column_hint=hint):
         if text is not None and not isinstance(text, str):
             issues.bad(line, f"text is a {type(text).__name__}, not a string")
             continue
@@ -715,7 +831,7 @@ def _text_column(path: Path, column: str, fmt: TableFormat, on_bad_row: OnBadRow
             issues.dropped["empty text"] += 1
             continue
         examples.append(sentence)
-    return issues.dataset(examples)
+    return issues.dataset(examples, layout=fmt, quoting=quoting if fmt in ("csv", "tsv") else None)
 
 
 def read_verbalised_triples(path: str | Path, *, on_bad_row: OnBadRow = "error") -> Dataset[str]:

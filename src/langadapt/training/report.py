@@ -1,16 +1,20 @@
 """Reports: run records (`run.json`) turned into one markdown table per task and a PNG of grouped bars.
 
 Rows are languages, columns are variants (e.g. `task-only`, `lang+task:seq_bn`, `full-ft`, `lang:seq_bn`), each
-cell the run's main test figure: macro-F1 for topic and sentiment, seqeval entity F1 for NER, pseudo-perplexity
-for language (mlm) runs. Beside them stands the baseline: the majority class for tasks, the base model without
-an adapter for PPPL. A cell is `—` when no run was given for it and `n/a` when the run lacks the figure; every
-such gap, and every run that could not be used, is listed under its table.
+cell the main test figure of the best run of that language and variant: macro-F1 for topic and sentiment, seqeval
+entity F1 for NER, pseudo-perplexity for language (mlm) runs; `(best of 3)` says how many runs it was chosen from.
+Beside them stands the baseline: the majority class for tasks, the base model without an adapter for PPPL. A cell
+is `—` when no run was given for it and `n/a` when the run lacks the figure; every such gap, and every run that
+could not be used, is listed under its table.
+
+No run is dropped: under each table, every run is listed by its run name, seed and the settings that set it apart
+from the other runs of its language and variant, with the best one marked.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,18 +50,37 @@ MAIN_METRICS: dict[str, MainMetric] = {
 }
 
 
+# Settings that say where a run's files went or how it showed progress, not what it trained.
+UNCOMPARED = {"out", "out_dir", "store", "progress", "train", "dev", "test", "text", "config", "details", "history"}
+
+
 @dataclass
 class Cell:
-    """One table cell: the figure, or why there is none."""
+    """One table cell: the figure (of the best of `runs` runs), or why there is none."""
 
     value: float | None
     note: str = ""
+    runs: int = 1
 
     def text(self, digits: int) -> str:
         """The cell as markdown."""
         if self.value is None:
             return self.note or NO_RUN
-        return f"{self.value:.{digits}f}"
+        figure = f"{self.value:.{digits}f}"
+        return f"{figure} (best of {self.runs})" if self.runs > 1 else figure
+
+
+@dataclass
+class RunRow:
+    """One run in a table's run list: where it came from, what set it apart, its figure, whether it is the best."""
+
+    language: str
+    variant: str
+    name: str
+    seed: object
+    differs: str
+    value: float | None
+    best: bool
 
 
 @dataclass
@@ -71,6 +94,7 @@ class TaskTable:
     cells: dict[tuple[str, str], Cell]
     baseline: dict[str, Cell]
     notes: list[str] = field(default_factory=list)
+    runs: list[RunRow] = field(default_factory=list)
 
     def cell(self, language: str, variant: str) -> Cell:
         """The cell for a language and variant (`—` when no run was given)."""
@@ -94,6 +118,15 @@ class TaskTable:
             lines.append("| **mean** | " + " | ".join(means) + " |")
         if self.notes:
             lines += ["", *(f"- {note}" for note in self.notes)]
+        lines += ["", f"### {self.task}: every run ({len(self.runs)})", ""]
+        lines += [
+            f"| language | variant | run | seed | settings that differ | {m.label} | best |",
+            "|---" * 6 + "|---|",
+        ]
+        for run in self.runs:
+            figure = NO_FIGURE if run.value is None else f"{run.value:.{m.digits}f}"
+            cells = [run.language, run.variant, run.name, str(run.seed), run.differs or "—", figure]
+            lines.append("| " + " | ".join([*cells, "**best**" if run.best else ""]) + " |")
         return "\n".join(lines)
 
     def _mean(self, cells: Sequence[Cell]) -> str:
@@ -173,7 +206,7 @@ def _figure(values: dict[str, float], keys: Sequence[str]) -> tuple[float | None
 
 
 def build_report(records: Sequence[tuple[Path, RunRecord]]) -> Report:
-    """Tables per task (in the order of MAIN_METRICS) from run records; later runs win over earlier duplicates."""
+    """Tables per task (in the order of MAIN_METRICS) from run records; each cell the best run of its kind."""
     skipped: list[str] = []
     by_task: dict[str, list[tuple[Path, RunRecord]]] = {}
     for path, run in records:
@@ -185,27 +218,63 @@ def build_report(records: Sequence[tuple[Path, RunRecord]]) -> Report:
     return Report(tables=tables, skipped=skipped, runs=len(records))
 
 
+def _run_name(path: Path) -> str:
+    """A run's name: its directory (the folder holding its run.json)."""
+    return path.parent.name if path.name == RUN_FILE else path.stem
+
+
+def _compared_settings(run: RunRecord) -> dict[str, object]:
+    """The settings that say what a run trained or scored (resolved learning rates included), flat."""
+    flat = {k: v for k, v in run.settings.items() if k not in UNCOMPARED and isinstance(v, str | int | float | bool)}
+    details = run.settings.get("details")
+    if isinstance(details, Mapping):
+        flat |= {k: details[k] for k in ("learning_rate", "head_learning_rate") if k in details}
+    return {"run": run.kind_of_run, "base": run.base_model, "version": run.adapter_version, **flat}
+
+
+def _differences(group: Sequence[tuple[Path, RunRecord]]) -> list[str]:
+    """Per run of one language and variant, the settings every run has whose values differ (`learning_rate=0.001`).
+
+    Settings only some runs have (a training run's epochs beside an evaluation run) would say nothing.
+    """
+    flats = [_compared_settings(run) for _, run in group]
+    shared = set.intersection(*(set(flat) for flat in flats))
+    keys = sorted(k for k in shared if len({repr(flat[k]) for flat in flats}) > 1)
+    return [", ".join(f"{k}={flat.get(k)}" for k in keys if k != "seed") for flat in flats]
+
+
+def _best(values: Sequence[float | None], higher_is_better: bool) -> int | None:
+    """Index of the best figure (the earliest among equals), None when no run has one."""
+    scored = [(value if higher_is_better else -value, -i) for i, value in enumerate(values) if value is not None]
+    return -max(scored)[1] if scored else None
+
+
 def _table(task: str, runs: Sequence[tuple[Path, RunRecord]]) -> TaskTable:
-    """One task's table from its runs."""
+    """One task's table from its runs: the best run per cell, and every run listed."""
     metric = MAIN_METRICS[task]
     notes: list[str] = []
-    chosen: dict[tuple[str, str], tuple[Path, RunRecord]] = {}
+    groups: dict[tuple[str, str], list[tuple[Path, RunRecord]]] = {}
     for path, run in sorted(runs, key=lambda pr: pr[1].created):
-        key = (run.language or "any", run.variant)
-        if key in chosen:
-            notes.append(f"{key[0]} / {key[1]}: {chosen[key][0]} replaced by the later run {path}")
-        chosen[key] = (path, run)
-    languages = sorted({lang for lang, _ in chosen})
-    variants = sorted({variant for _, variant in chosen})
+        groups.setdefault((run.language or "any", run.variant), []).append((path, run))
+    languages = sorted({lang for lang, _ in groups})
+    variants = sorted({variant for _, variant in groups})
     cells: dict[tuple[str, str], Cell] = {}
     baseline: dict[str, Cell] = {}
-    for (lang, variant), (path, run) in sorted(chosen.items()):
-        value, why = _figure(run.metrics, metric.keys)
-        cells[(lang, variant)] = Cell(value, why)
-        if value is None:
-            notes.append(f"{lang} / {variant}: no {metric.label} in {path} (metrics: {sorted(run.metrics) or 'none'})")
+    rows: list[RunRow] = []
+    for (lang, variant), group in sorted(groups.items()):
+        figures = [_figure(run.metrics, metric.keys) for _, run in group]
+        best = _best([value for value, _ in figures], metric.higher_is_better)
+        chosen = best if best is not None else len(group) - 1
+        cells[(lang, variant)] = Cell(*figures[chosen], runs=len(group))
+        for i, ((path, run), (value, _), differs) in enumerate(zip(group, figures, _differences(group), strict=True)):
+            name, seed = _run_name(path), run.settings.get("seed", "—")
+            rows.append(RunRow(lang, variant, name, seed, differs, value, i == best and len(group) > 1))
+            if value is None:
+                notes.append(
+                    f"{lang} / {variant}: no {metric.label} in {path} (metrics: {sorted(run.metrics) or 'none'})"
+                )
     headless: set[str] = set()
-    for _, run in sorted(runs, key=lambda pr: pr[1].created):  # every run may carry the baseline, replaced or not
+    for _, run in sorted(runs, key=lambda pr: pr[1].created):  # every run may carry the baseline, best or not
         lang = run.language or "any"
         if metric.baseline_from_metrics and run.settings.get("mlm_head") == "fresh":
             headless.add(lang)
@@ -223,7 +292,7 @@ def _table(task: str, runs: Sequence[tuple[Path, RunRecord]]) -> TaskTable:
         if lang not in baseline:
             baseline[lang] = Cell(None, NO_FIGURE)
             notes.append(f"{lang}: no run records a {metric.baseline_label} figure")
-    return TaskTable(task, metric, languages, variants, cells, baseline, notes)
+    return TaskTable(task, metric, languages, variants, cells, baseline, notes, rows)
 
 
 def plot_report(report: Report, path: Path) -> Path:

@@ -8,7 +8,12 @@ Three variants, compared in reports by their `variant` name:
 - `full-ft`: no adapter; every base weight and the head train (published as kind `full`, a whole model).
 
 Paper defaults: seq_bn task adapter (reduction factor 16), lr 1e-4, batch 32, weight decay 0.01, warm-up 5%;
-the best checkpoint by validation macro-F1 (topic, sentiment) or seqeval entity F1 (NER), early stopping.
+the best checkpoint by validation macro-F1 (topic, sentiment) or seqeval entity F1 (NER), early stopping. The
+learning rates default to the recipe measured for the base model where there is one (`recipes`): on the embedded
+base, 1e-3 for the adapter and 1e-2 for the head.
+
+A run says what it does as it goes (one line per phase on stderr) and, at its end, what reading and encoding did
+to each split (`intake`): examples used, rows skipped, IOB tags repaired, texts cut or windowed.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from langadapt.errors import LangadaptError
 from langadapt.models.alignment import (
@@ -35,6 +40,10 @@ from langadapt.models.alignment import (
     window_stride,
     words_to_windows,
 )
+from langadapt.training.intake import cut_warnings, split_intake
+from langadapt.training.loop import announce
+from langadapt.training.reading import ReadOptions, options_error, read_split, recorded_options
+from langadapt.training.recipes import Recipe, rate, recipe_for, recipes_help
 from langadapt.training.runs import RunRecord
 
 if TYPE_CHECKING:
@@ -69,8 +78,6 @@ Task = Literal["topic", "sentiment", "ner"]
 
 # Epochs per task when not given: the small topic set needs many passes, the large sentiment sets few.
 DEFAULT_EPOCHS: dict[str, float] = {"topic": 10.0, "sentiment": 3.0, "ner": 5.0}
-ADAPTER_LR = 1e-4
-FULL_FINETUNE_LR = 2e-5  # the usual full fine-tuning rate for base-size encoders; 1e-4 is an adapter rate
 ADAPTER_DIR = "adapter"
 WORK_DIR = "work"
 OUTSIDE = "O"
@@ -84,8 +91,18 @@ KNOWN_LICENCES = {
 }
 
 
-class TaskTrainSettings(BaseModel):
-    """Everything one `langadapt train task` run needs; each field is also a CLI flag and a config-file key."""
+def _kinds() -> tuple[str, ...]:
+    """The registered adapter kinds (from the one registry)."""
+    from langadapt.models.kinds import ADAPTER_KINDS
+
+    return tuple(ADAPTER_KINDS)
+
+
+class TaskTrainSettings(ReadOptions):
+    """Everything one `langadapt train task` run needs; each field is also a CLI flag and a config-file key.
+
+    The reader options (`--format`, `--text-column`, ...) come from `ReadOptions`, which the manifest records.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -97,15 +114,19 @@ class TaskTrainSettings(BaseModel):
     lang_adapter: str | None = Field(default=None, description="Language adapter id in the store to stack under.")
     lang_adapter_version: int | None = Field(default=None, description="Its version (default: latest).")
     full_finetune: bool = Field(default=False, description="Baseline: train every base weight, no adapter.")
-    kind: str = Field(default="seq_bn", description="Task adapter kind (seq_bn, seq_bn_inv, lora).")
+    kind: str = Field(default="seq_bn", description=f"Task adapter kind: {', '.join(_kinds())}.")
     base: str = Field(default="embedded", description="Base model: embedded, a local directory or a hub id.")
     store: Path | None = Field(default=None, description="Adapter store (default: $LANGADAPT_STORE or cache).")
     out: Path | None = Field(default=None, description="Run directory for run.json, the adapter and checkpoints.")
     adapter_id: str | None = Field(default=None, description="Store id (default: <lang>-<task>[-full]).")
     epochs: float | None = Field(default=None, gt=0, description="Epochs (default: topic 10, sentiment 3, ner 5).")
-    learning_rate: float | None = Field(default=None, gt=0, description="Peak learning rate (1e-4; full-ft 2e-5).")
+    learning_rate: float | None = Field(
+        default=None, gt=0, description=f"Peak learning rate (default: {recipes_help()})."
+    )
     head_learning_rate: float | None = Field(
-        default=None, gt=0, description="Peak learning rate of the head (default: the same as --lr)."
+        default=None,
+        gt=0,
+        description="Peak learning rate of the head (default: the base's measured head rate, else --lr).",
     )
     batch_size: int = Field(default=32, ge=1, description="Training batch size.")
     eval_batch_size: int = Field(default=64, ge=1, description="Batch size for validation and test.")
@@ -121,16 +142,11 @@ class TaskTrainSettings(BaseModel):
     max_test_examples: int | None = Field(default=None, ge=1, description="Cap: a seeded sample of test.")
     fp16_weights: bool = Field(default=False, description="Store the published weights as float16.")
     licence: str | None = Field(default=None, description="Licence of the training data (default: guessed).")
-    data_format: str = Field(default="auto", description="Reader format (auto, sib200, afrisenti, conll, ...).")
-    text_column: str | None = Field(default=None, description="Text column of a generic table.")
-    label_column: str | None = Field(default=None, description="Label column of a generic table.")
-    on_bad_row: Literal["error", "skip"] = Field(default="error", description="Malformed rows: error or skip.")
-    repair_iob: bool = Field(
-        default=False, description="NER: read an I-X that follows O or another type as B-X (listed, never silent)."
-    )
     publish: bool = Field(default=True, description="Publish the adapter to the store.")
     keep_checkpoint: bool = Field(default=False, description="Keep the resumable checkpoint after success.")
-    progress: bool = Field(default=True, description="Show a progress bar.")
+    progress: bool = Field(
+        default=True, description="Show progress bars (without them: a line per phase and per validation)."
+    )
 
     @model_validator(mode="after")
     def _one_variant(self) -> TaskTrainSettings:
@@ -139,6 +155,9 @@ class TaskTrainSettings(BaseModel):
             raise ValueError("--full-finetune trains no adapter, so it cannot use --lang-adapter")
         if self.stride is not None and self.stride >= self.max_length - 2:
             raise ValueError(f"stride {self.stride} must be well below max_length {self.max_length}")
+        if self.kind not in _kinds():
+            raise ValueError(f"--kind {self.kind} is not an adapter kind; use one of {', '.join(_kinds())}")
+        self.for_task(self.task)
         return self
 
     @property
@@ -152,11 +171,24 @@ class TaskTrainSettings(BaseModel):
         """Epochs given, else the task's default."""
         return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.task]
 
-    def resolved_learning_rate(self) -> float:
-        """Learning rate given, else the adapter or full fine-tuning default."""
-        if self.learning_rate is not None:
-            return self.learning_rate
-        return FULL_FINETUNE_LR if self.full_finetune else ADAPTER_LR
+    def learning_rates(self, base_id: str) -> tuple[float, float, dict[str, str]]:
+        """Peak rates of the adapter (or whole model) and the head on a base, and where each comes from.
+
+        A rate not given is the base's measured recipe (`recipes`), else the paper's; the head's, when neither it
+        nor a measured head rate exists, is the same as the adapter's.
+        """
+        recipe: Recipe = recipe_for(base_id, self.full_finetune)
+        lr, source = self.learning_rate, {"learning_rate": "--lr", "head_learning_rate": "--head-lr"}
+        if lr is None:
+            lr, source["learning_rate"] = recipe.learning_rate, f"default for base {base_id!r}: {recipe.source}"
+        head = self.head_learning_rate
+        if head is None and recipe.head_learning_rate is not None:
+            head, source["head_learning_rate"] = recipe.head_learning_rate, source["learning_rate"]
+            if self.learning_rate is not None:
+                source["head_learning_rate"] = f"default for base {base_id!r}: {recipe.source}"
+        elif head is None:
+            head, source["head_learning_rate"] = lr, "the same as the learning rate"
+        return lr, head, source
 
 
 def load_settings(config: Path | None = None, **values: Any) -> TaskTrainSettings:
@@ -168,28 +200,8 @@ def load_settings(config: Path | None = None, **values: Any) -> TaskTrainSetting
     try:
         return TaskTrainSettings.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(f"{_flag(e['loc'])}: {e['msg']}" for e in err.errors())
-        raise LangadaptError(
-            f"invalid training settings: {problems}", "fix those flags (or the same keys in the --config file)"
-        ) from None
-
-
-# Settings whose CLI flag is not simply `--` plus the field name with dashes.
-FLAG_NAMES = {
-    "language": "--lang",
-    "learning_rate": "--lr",
-    "head_learning_rate": "--head-lr",
-    "adapter_id": "--id",
-    "data_format": "--format",
-}
-
-
-def _flag(loc: tuple[Any, ...]) -> str:
-    """The CLI flag of a settings field named in a validation error (`settings` for cross-field errors)."""
-    if not loc:
-        return "settings"
-    name = str(loc[0])
-    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+        hint = "fix those flags (or the same keys in the --config file); `langadapt train task --help` lists each value"
+        raise options_error(err, "training settings", hint) from None
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -523,6 +535,7 @@ class TaskRunResult:
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly digest for the CLI."""
+        details = self.record.settings.get("details", {})
         return {
             "id": self.record.adapter_id,
             "version": self.record.adapter_version,
@@ -533,8 +546,13 @@ class TaskRunResult:
             "majority": self.record.majority,
             "validation": self.record.validation,
             "steps": self.record.steps,
+            "learning_rate": details.get("learning_rate"),
+            "head_learning_rate": details.get("head_learning_rate"),
+            "learning_rate_source": details.get("learning_rate_source"),
             "seconds_per_step": self.seconds_per_step,
             "duration_s": self.record.duration_s,
+            "data": details.get("data"),
+            "warnings": details.get("warnings", []),
             "out_dir": str(self.out_dir),
             "adapter_dir": str(self.adapter_dir),
         }
@@ -549,53 +567,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_split(
-    path: Path,
-    task: str,
-    *,
-    data_format: str = "auto",
-    text_column: str | None = None,
-    label_column: str | None = None,
-    on_bad_row: Literal["error", "skip"] = "error",
-    labels: Sequence[str] | None = None,
-    repair_iob: bool = False,
-) -> Any:
-    """Read one split of a task's data with the given reader options; a missing file is a user error."""
-    from langadapt.training.readers import read_classification, read_ner
-
-    if not Path(path).is_file():
-        raise LangadaptError(f"data file {path} does not exist", "check the --train/--dev/--test paths")
-    if task == "ner":
-        if data_format not in ("auto", "masakhaner", "conll"):
-            raise LangadaptError(f"--format {data_format} is not a NER format", "use auto, masakhaner or conll for NER")
-        return read_ner(path, fmt=data_format, on_bad_row=on_bad_row, repair_iob=repair_iob)  # type: ignore[arg-type]
-    return read_classification(
-        path,
-        fmt=data_format,  # type: ignore[arg-type]
-        text_column=text_column,
-        label_column=label_column,
-        on_bad_row=on_bad_row,
-        labels=labels,
-    )
-
-
 def _read(settings: TaskTrainSettings, path: Path, labels: Sequence[str] | None = None) -> Any:
     """Read one split with the settings' reader options."""
-    return read_split(
-        path,
-        settings.task,
-        data_format=settings.data_format,
-        text_column=settings.text_column,
-        label_column=settings.label_column,
-        on_bad_row=settings.on_bad_row,
-        labels=labels,
-        repair_iob=settings.repair_iob,
-    )
+    return read_split(path, settings.task, settings.reading(), labels)
 
 
 @dataclass
 class _Splits:
-    """Examples of each split after caps, with the label list and what was capped."""
+    """Examples of each split after caps, with the label list, what was capped and what reading did to each."""
 
     train: list[Any]
     dev: list[Any]
@@ -603,6 +582,8 @@ class _Splits:
     labels: list[str]
     train_labels: list[str]
     caps: dict[str, Any]
+    read: dict[str, Any]  # split → the reader's Dataset (dev: train's when held out of it)
+    dev_held_out: bool
 
 
 def _load_splits(settings: TaskTrainSettings) -> _Splits:
@@ -612,6 +593,7 @@ def _load_splits(settings: TaskTrainSettings) -> _Splits:
     label the training file lacks are bad rows (the head could never predict them); NER tags are scored as
     strings, so unseen tags in dev/test simply count as misses.
     """
+    announce(f"reading {settings.train}")
     train = _read(settings, settings.train)
     log.info("%s: %s", settings.train, train.describe())
     if not train.examples:
@@ -619,17 +601,23 @@ def _load_splits(settings: TaskTrainSettings) -> _Splits:
     labels = complete_iob2_labels(train.labels) if settings.task == "ner" else list(train.labels)
     fixed = None if settings.task == "ner" else labels
     caps: dict[str, Any] = {}
+    read: dict[str, Any] = {"train": train, "dev": train}
     train_examples = list(train.examples)
     if settings.dev is not None:
-        dev = _read(settings, settings.dev, fixed)
-        log.info("%s: %s", settings.dev, dev.describe())
-        dev_examples = list(dev.examples)
+        announce(f"reading {settings.dev}")
+        read["dev"] = _read(settings, settings.dev, fixed)
+        log.info("%s: %s", settings.dev, read["dev"].describe())
+        dev_examples = list(read["dev"].examples)
     else:
         held = set(_permutation(len(train_examples), settings.seed)[: max(1, round(0.1 * len(train_examples)))])
         dev_examples = [ex for i, ex in enumerate(train_examples) if i in held]
         train_examples = [ex for i, ex in enumerate(train_examples) if i not in held]
         caps["dev_from_train"] = {"held_out": len(held), "seed": settings.seed}
-    test_examples = list(_read(settings, settings.test, fixed).examples) if settings.test is not None else []
+    test_examples: list[Any] = []
+    if settings.test is not None:
+        announce(f"reading {settings.test}")
+        read["test"] = _read(settings, settings.test, fixed)
+        test_examples = list(read["test"].examples)
     train_examples, caps["train"] = seeded_sample(train_examples, settings.max_train_examples, settings.seed)
     dev_examples, caps["dev"] = seeded_sample(dev_examples, settings.max_eval_examples, settings.seed + 1)
     test_examples, caps["test"] = seeded_sample(test_examples, settings.max_test_examples, settings.seed + 2)
@@ -640,7 +628,7 @@ def _load_splits(settings: TaskTrainSettings) -> _Splits:
     else:
         train_labels = [ex.label for ex in train_examples]
     caps = {k: v for k, v in caps.items() if v is not None}
-    return _Splits(train_examples, dev_examples, test_examples, labels, train_labels, caps)
+    return _Splits(train_examples, dev_examples, test_examples, labels, train_labels, caps, read, settings.dev is None)
 
 
 def _prepare_model(
@@ -718,7 +706,7 @@ def _task_loop(base: type, head_prefix: str, head_lr: float | None) -> type:
 def _training_rows(
     tokenizer: Any, task: str, examples: Sequence[Any], label2id: Mapping[str, int], max_length: int, stride: int
 ) -> tuple[list[tuple[list[int], Any]], int]:
-    """Training rows, plus how many texts were cut (classification) or extra windows made (NER).
+    """Training rows, plus how many texts were cut (classification) or read in more than one window (NER).
 
     Rows are (input ids, label id) per text, or (input ids, per-token label ids) per NER window with a label.
     """
@@ -728,19 +716,31 @@ def _training_rows(
         )
         return list(zip(encoded.ids, encoded.gold_ids, strict=True)), encoded.truncated
     rows: list[tuple[list[int], Any]] = []
+    windowed = 0
     for ex in examples:
-        for window in encode_words(tokenizer, ex.tokens, ex.tags, label2id, max_length, stride):
+        windows = encode_words(tokenizer, ex.tokens, ex.tags, label2id, max_length, stride)
+        windowed += len(windows) > 1
+        for window in windows:
             if any(label != IGNORE_INDEX for label in window["labels"]):
                 rows.append((window["input_ids"], window["labels"]))
-    return rows, len(rows) - len(examples)
+    return rows, windowed
 
 
-def _overflow(train: int, dev: EncodedClassification | EncodedTagging, test: Any) -> dict[str, int]:
-    """What did not fit `max_length`: texts cut (classification) or extra windows made (NER), per split."""
-    if isinstance(dev, EncodedTagging):
-        extra = {"dev": dev.windows - len(dev.gold), "test": test.windows - len(test.gold)}
-        return {f"{split}_extra_windows": n for split, n in {"train": train, **extra}.items()}
-    return {"train_texts_cut": train, "dev_texts_cut": dev.truncated, "test_texts_cut": test.truncated}
+def _intake(
+    settings: TaskTrainSettings, splits: _Splits, train_overflow: int, dev: Any, test: Any
+) -> dict[str, dict[str, Any]]:
+    """What reading and encoding did to each split (see `intake`)."""
+    task, max_length = settings.task, settings.max_length
+    cut, windowed = (None, train_overflow) if task == "ner" else (train_overflow, None)
+    train = split_intake(splits.read["train"], len(splits.train), max_length, task=task, cut=cut, windowed=windowed)
+    intake = {"train": train}
+    held_out = str(settings.train) if splits.dev_held_out else None
+    intake["dev"] = split_intake(
+        splits.read["dev"], len(splits.dev), max_length, task=task, encoded=dev, held_out_of=held_out
+    )
+    if "test" in splits.read:
+        intake["test"] = split_intake(splits.read["test"], len(splits.test), max_length, task=task, encoded=test)
+    return intake
 
 
 def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
@@ -765,16 +765,22 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
     splits = _load_splits(settings)  # data problems surface before any model is loaded
     if settings.lang_adapter:
         store.get(settings.lang_adapter, settings.lang_adapter_version)  # so does a missing language adapter
+    announce(f"loading the base model {settings.base}")
     info = resolve_base_model(settings.base)
     tokenizer = load_tokenizer(info)
     labels = splits.labels
     label2id = {label: i for i, label in enumerate(labels)}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
+    announce(f"tokenizing {len(splits.train)}/{len(splits.dev)}/{len(splits.test)} train/dev/test examples")
     stride = window_stride(tokenizer, settings.max_length, settings.stride)
     train_rows, train_overflow = _training_rows(tokenizer, task, splits.train, label2id, settings.max_length, stride)
     dev_enc = encode_split(tokenizer, task, splits.dev, label2id, settings.max_length, stride)
     test_enc = encode_split(tokenizer, task, splits.test, label2id, settings.max_length, stride)
+    intake = _intake(settings, splits, train_overflow, dev_enc, test_enc)
+    for warning in cut_warnings(intake):
+        announce(f"warning: {warning}")
+    learning_rate, head_learning_rate, rate_sources = settings.learning_rates(info.id)
 
     model, lang_manifest = _prepare_model(settings, info, name, labels, store)
     variant = f"lang+task:{lang_manifest.kind}" if lang_manifest else settings.variant
@@ -796,7 +802,7 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
     out_dir = settings.out or Path("runs") / f"{adapter_name}-{variant.replace(':', '-').replace('+', '_')}"
     out_dir = Path(out_dir)
     config = LoopConfig(
-        learning_rate=settings.resolved_learning_rate(),
+        learning_rate=learning_rate,
         batch_size=settings.batch_size,
         weight_decay=settings.weight_decay,
         warmup_ratio=settings.warmup_ratio,
@@ -810,8 +816,13 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
         description=f"{adapter_name} {variant}",
     )
     model.train()
-    loop = _task_loop(TrainLoop, f"heads.{name}.", settings.head_learning_rate)(
+    separate_head_lr = head_learning_rate if head_learning_rate != learning_rate else None
+    loop = _task_loop(TrainLoop, f"heads.{name}.", separate_head_lr)(
         model, train_rows, _collate(pad_id), timed_loss, evaluate, config, work_dir=out_dir / WORK_DIR
+    )
+    announce(
+        f"training {adapter_name} ({variant}): {loop.total_steps} steps, lr {rate(learning_rate)}, "
+        f"head lr {rate(head_learning_rate)}"
     )
     train_started = time.perf_counter()
     result = loop.run()
@@ -823,8 +834,10 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
     majority: dict[str, float] = {}
     train_majority = majority_label(splits.train_labels) if task != "ner" else None
     if splits.test:
+        announce(f"scoring the best checkpoint (step {result.best_step}) on the test split")
         test_metrics = score_split(model, name, test_enc, labels, pad_id, settings.eval_batch_size)
         majority = majority_figures(test_enc, train_majority)
+        announce(f"test {metric} {test_metrics[metric]:.4f} (majority {majority.get(metric, float('nan')):.4f})")
 
     adapter_dir = out_dir / ADAPTER_DIR
     shutil.rmtree(adapter_dir, ignore_errors=True)
@@ -839,11 +852,13 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
         "epochs": config.epochs,
-        "learning_rate": config.learning_rate,
-        "head_learning_rate": settings.head_learning_rate or config.learning_rate,
+        "learning_rate": learning_rate,
+        "head_learning_rate": head_learning_rate,
+        "learning_rate_source": rate_sources,
         "eval_every": config.eval_every,
         "caps": splits.caps,
-        "overflow": _overflow(train_overflow, dev_enc, test_enc),
+        "data": intake,
+        "warnings": cut_warnings(intake),
         "examples": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test)},
         "seconds_per_step": seconds_per_step,
         "eval_seconds": timer["eval_s"],
@@ -855,6 +870,7 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
         "max_length": settings.max_length,
         "stride": stride,
         "weights_dtype": "float16" if settings.fp16_weights else "float32",
+        "reading": settings.reading().model_dump(mode="json"),
         "data_sha256": {str(p): _sha256(p) for p in data_paths},
         "language_adapter": {"id": lang_manifest.id, "version": lang_manifest.version} if lang_manifest else None,
     }
@@ -937,7 +953,19 @@ class EvalResult:
             "metrics": self.metrics,
             "majority": self.majority,
             "examples": self.record.settings.get("examples"),
+            "reading": self.record.settings.get("reading"),
+            "data": self.record.settings.get("data"),
+            "warnings": self.record.settings.get("warnings", []),
         }
+
+
+def _eval_options(values: Mapping[str, Any]) -> ReadOptions:
+    """Reader options for evaluation, or a user error naming each flag whose value is wrong."""
+    try:
+        return ReadOptions.model_validate(values)
+    except ValidationError as err:
+        hint = "fix those flags; `langadapt eval task --help` lists each value"
+        raise options_error(err, "evaluation options", hint) from None
 
 
 def evaluate_task_adapter(
@@ -948,16 +976,17 @@ def evaluate_task_adapter(
     version: int | None = None,
     base: str | None = None,
     lang_adapter: str | None = None,
-    data_format: str = "auto",
-    text_column: str | None = None,
-    label_column: str | None = None,
-    on_bad_row: Literal["error", "skip"] = "error",
+    reading: Mapping[str, Any] | None = None,
     max_examples: int | None = None,
     batch_size: int = 64,
     seed: int = 42,
     out: Path | None = None,
 ) -> EvalResult:
-    """Score a stored task adapter (with its recorded language adapter) on a test file, beside the majority."""
+    """Score a stored task adapter (with its recorded language adapter) on a test file, beside the majority.
+
+    The file is read with the reader options the adapter was trained with (its manifest records them), each
+    overridden by `reading` (ReadOptions field names; None values are ignored).
+    """
     from langadapt.models.base import load_tokenizer, resolve_base_model
     from langadapt.models.modeling import (
         FULL_KIND,
@@ -970,10 +999,19 @@ def evaluate_task_adapter(
     from langadapt.models.store import AdapterStore
 
     started = time.perf_counter()
+    given = {k: v for k, v in (reading or {}).items() if v is not None}
+    _eval_options(given)  # a wrong flag value is an error before anything is loaded
     adapter_store = AdapterStore(store)
     manifest = adapter_store.get(adapter, version)
     if manifest.task not in HEAD_TYPES:
         raise LangadaptError(f"{manifest.id} is a {manifest.task} adapter", "pass a topic, sentiment or ner adapter")
+    options = _eval_options(recorded_options(manifest) | given)
+    announce(f"reading {test}")
+    read = read_split(Path(test), manifest.task, options)
+    examples, cap = seeded_sample(list(read.examples), max_examples, seed)
+    if not examples:
+        raise LangadaptError(f"{test} holds no examples", "check the file and its columns")
+    announce(f"loading the base model {base or manifest.base_model} and {manifest.id} v{manifest.version}")
     info = resolve_base_model(base or manifest.base_model)
     tokenizer = load_tokenizer(info)
     model = load_adapter_model(info)
@@ -987,21 +1025,16 @@ def evaluate_task_adapter(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     max_length = int(manifest.extra.get("max_length", 128))
     stride = window_stride(tokenizer, max_length, manifest.extra.get("stride"))
-    read = read_split(
-        Path(test),
-        manifest.task,
-        data_format=data_format,
-        text_column=text_column,
-        label_column=label_column,
-        on_bad_row=on_bad_row,
-    )
-    examples, cap = seeded_sample(list(read.examples), max_examples, seed)
-    if not examples:
-        raise LangadaptError(f"{test} holds no examples", "check the file and its columns")
     label2id = {label: i for i, label in enumerate(labels)}
     encoded = encode_split(tokenizer, manifest.task, examples, label2id, max_length, stride)
+    intake = {"test": split_intake(read, len(examples), max_length, task=manifest.task, encoded=encoded)}
+    for warning in cut_warnings(intake):
+        announce(f"warning: {warning}")
+    announce(f"scoring {len(examples)} examples")
     metrics = score_split(model, name, encoded, labels, pad_id, batch_size)
     majority = majority_figures(encoded, manifest.extra.get("majority_label"))
+    metric = manifest.metrics.get("selection_metric") or next(iter(metrics))
+    announce(f"test {metric} {metrics.get(metric, float('nan')):.4f}")
     kind_variant = (
         "full-ft"
         if manifest.kind == FULL_KIND
@@ -1022,7 +1055,15 @@ def evaluate_task_adapter(
         data=[str(test)],
         licence=manifest.training.licence,
         duration_s=time.perf_counter() - started,
-        settings={"examples": len(examples), "cap": cap, "max_length": max_length, "stride": stride},
+        settings={
+            "examples": len(examples),
+            "cap": cap,
+            "max_length": max_length,
+            "stride": stride,
+            "reading": options.model_dump(mode="json"),
+            "data": intake,
+            "warnings": cut_warnings(intake),
+        },
     )
     if out is not None:
         record.write(Path(out))
