@@ -17,7 +17,6 @@ import torch
 
 from langadapt.errors import FingerprintMismatchError
 from langadapt.export.artifacts import (
-    FUSED_ARTIFACT,
     check_out,
     fused_id,
     library_versions,
@@ -37,6 +36,7 @@ from langadapt.export.reference import (
 from langadapt.export.runtime import FusedRuntime, check_device
 from langadapt.export.texts import VERIFICATION_TEXTS
 from langadapt.export.verify import LabelledSet, check_fused
+from langadapt.models.kinds import FUSED_ARTIFACT, TAGGING
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -77,7 +77,7 @@ def build_fused_graph(
     config = reference.model.config
     head = reference.head
     module = FusedModel(reference.model, reference.members, head).eval()
-    tagging = head.head_type == "tagging"
+    tagging = head.head_type == TAGGING
     example = encode(tokenizer, [t.split() for t in texts[:2]] if tagging else list(texts[:2]), words=tagging)[0]
     raw = trace(
         module,

@@ -24,6 +24,7 @@ import torch
 from langadapt.export.errors import ExportError, ParityError
 from langadapt.export.reference import Batch, ReferenceStack, encode, reference_logits
 from langadapt.export.texts import VERIFICATION_TEXTS
+from langadapt.models.kinds import CLASSIFICATION, TAGGING, TASK_HEAD_TYPES
 
 if TYPE_CHECKING:
     from langadapt.export.runtime import FusedRuntime, SwappableRuntime
@@ -89,7 +90,7 @@ class LabelledSet:
         path = Path(path)
         if not path.is_file():
             raise ExportError(f"labelled file {path} does not exist", "check the --eval path")
-        if task == "ner":
+        if TASK_HEAD_TYPES.get(task) == TAGGING:
             tagged = read_ner(path, repair_iob=repair_iob).examples
             pairs: list[tuple[Any, Any]] = [(list(e.tokens), list(e.tags)) for e in tagged]
         else:
@@ -109,7 +110,7 @@ def _as_words(texts: Sequence[str]) -> list[list[str]]:
 def _argmax_rows(logits: np.ndarray, batch: Batch, head_type: str) -> list[Any]:
     """Per row: the label index (classification) or the per-token label indices of real tokens (tagging)."""
     best = logits.argmax(-1)
-    if head_type == "classification":
+    if head_type == CLASSIFICATION:
         return [int(k) for k in best]
     return [best[i, : int(batch.attention_mask[i].sum())].tolist() for i in range(len(best))]
 
@@ -129,7 +130,7 @@ def _metric(head_type: str, labels: Sequence[str], gold: Sequence[Any], predicte
     """The task figure: macro-F1 (classification), strict IOB2 entity F1 (IOB tag sets) or word accuracy."""
     from langadapt.training.metrics import classification_metrics, ner_metrics
 
-    if head_type == "classification":
+    if head_type == CLASSIFICATION:
         return "macro_f1", classification_metrics(list(gold), list(predicted))["macro_f1"]
     if all(_IOB.match(label) for label in labels):
         return "f1", ner_metrics([list(g) for g in gold], [list(p) for p in predicted])["f1"]
@@ -154,7 +155,7 @@ class _Tally:
         if ref.shape != got.shape:
             raise ParityError(f"the graph returned logits of shape {got.shape}, the reference {ref.shape}")
         diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
-        if head_type == "tagging":
+        if head_type == TAGGING:
             diff = diff[batch.attention_mask.astype(bool)]
         if not np.isfinite(diff).all():
             self.max_diff = float("inf")
@@ -164,13 +165,13 @@ class _Tally:
         self.diff_count += diff.size
         top2 = np.sort(ref, axis=-1)[..., -2:]
         margin, flipped = top2[..., 1] - top2[..., 0], ref.argmax(-1) != got.argmax(-1)
-        if head_type == "tagging":
+        if head_type == TAGGING:
             margin, flipped = margin[batch.attention_mask.astype(bool)], flipped[batch.attention_mask.astype(bool)]
         if flipped.any():
             self.flip_margin = max(self.flip_margin, float(margin[flipped].max()))
         ref_rows, got_rows = _argmax_rows(ref, batch, head_type), _argmax_rows(got, batch, head_type)
         for r, g in zip(ref_rows, got_rows, strict=True):
-            pairs = [(r, g)] if head_type == "classification" else list(zip(r, g, strict=True))
+            pairs = [(r, g)] if head_type == CLASSIFICATION else list(zip(r, g, strict=True))
             self.agree += sum(a == b for a, b in pairs)
             self.compared += len(pairs)
         self.ref_rows += ref_rows
@@ -188,7 +189,7 @@ def _names(
     rows: list[Any], batches: list[Batch], n_words: Sequence[int], head_type: str, labels: Sequence[str]
 ) -> list[Any]:
     """Label names per example: one per text, or one per word (cut words `O`)."""
-    if head_type == "classification":
+    if head_type == CLASSIFICATION:
         return [labels[k] for k in rows]
     word_ids = [w for b in batches for w in (b.word_ids or [])]
     out = []
@@ -209,7 +210,7 @@ def check_fused(
 ) -> dict[str, Any]:
     """Compare a fused graph with the reference; return the figures, or raise `ParityError` with them."""
     head_type, labels = reference.head_type, reference.head.labels
-    words = head_type == "tagging"
+    words = head_type == TAGGING
     if labelled is not None and labelled.words != words:
         raise ExportError(
             f"the labelled set is {'tagged words' if labelled.words else 'texts'}, the head is {head_type}",

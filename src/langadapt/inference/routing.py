@@ -28,16 +28,15 @@ from typing import Any
 
 from langadapt.errors import LanguageCodeError
 from langadapt.inference.errors import ServeError
+from langadapt.models.kinds import ADAPTER_ARTIFACT, BANK_KINDS, LANGUAGE_TASK, SERVED_TASKS, TASK_HEAD_TYPES
 from langadapt.models.language import canonical_language, language_name
 from langadapt.models.manifest import adapter_id
 from langadapt.models.store_view import AdapterRef, Candidate, LayeredStore
 
 log = logging.getLogger(__name__)
 
-TASKS = ("ner", "sentiment", "topic")
-LANGUAGE_TASK = "mlm"
-HEAD_TYPES = {"ner": "tagging", "sentiment": "classification", "topic": "classification"}
-BANK_KINDS = frozenset({"seq_bn", "seq_bn_inv", "lora"})
+# TODO(issue 10): serve/ imports TASKS and LANGUAGE_TASK from here; import SERVED_TASKS, LANGUAGE_TASK from kinds.
+TASKS = SERVED_TASKS
 DEFAULT_MAX_LENGTH = 128
 DEFAULT_STRIDE = 32
 RESOLVE_CACHE_SIZE = 4096
@@ -151,12 +150,12 @@ class RouteTable:
     def servable(self, c: Candidate) -> bool:
         """Whether the bank can serve this version on the loaded base, and it was not refused."""
         m = c.manifest
-        if c.ref in self.refused or m.kind not in BANK_KINDS or m.artifact != "adapter":
+        if c.ref in self.refused or m.kind not in BANK_KINDS or m.artifact != ADAPTER_ARTIFACT:
             return False
         if self.fingerprint is not None and m.base_fingerprint != self.fingerprint:
             return False
-        if m.task in HEAD_TYPES:
-            return m.head_type in (None, HEAD_TYPES[m.task])
+        if m.task in TASK_HEAD_TYPES:
+            return m.head_type in (None, TASK_HEAD_TYPES[m.task])
         return m.task == LANGUAGE_TASK
 
     def languages(self, task: str) -> list[str]:
@@ -254,7 +253,7 @@ class RouteTable:
             key=StackKey(task=chosen.ref, language=lang_ref),
             adapter_language=adapter_language,
             labels=tuple(manifest.labels),
-            head_type=manifest.head_type or HEAD_TYPES[task],
+            head_type=manifest.head_type or TASK_HEAD_TYPES[task],
             max_length=_positive_int(extra.get("max_length"), DEFAULT_MAX_LENGTH),
             stride=_non_negative_int(extra.get("stride"), DEFAULT_STRIDE),
             fallback_reason=reason,

@@ -24,11 +24,12 @@ from typing import IO, Any
 from langadapt.errors import LangadaptError
 from langadapt.inference.engine import EngineSettings
 from langadapt.inference.errors import ServeError
-from langadapt.inference.routing import TASKS, Route
+from langadapt.inference.routing import Route
 from langadapt.label.checkpoint import Checkpoint, Partial, input_fingerprint, write_json
 from langadapt.label.formats import Labels, Position, Row, input_format, output_format
 from langadapt.label.readers import Reader, reader_for
 from langadapt.label.writers import Writer
+from langadapt.models.kinds import SERVED_TASKS, TORCH_BACKEND
 from langadapt.models.store_view import PACKAGED
 from langadapt.paths import atomic_write
 
@@ -51,7 +52,7 @@ class LabelOptions:
     base: str = "embedded"
     store: str | None = None
     defaults: str | None = PACKAGED
-    backend: str = "torch"
+    backend: str = TORCH_BACKEND
     device: str = "auto"
     threads: int | None = None
     chunk_rows: int = 1000
@@ -169,10 +170,10 @@ class LabelJob:
     def _validate(self) -> tuple[str, str]:
         o = self.options
         if not o.tasks:
-            raise LangadaptError("no task given", f"pass --task with one or more of {', '.join(TASKS)}")
-        unknown = [t for t in o.tasks if t not in TASKS]
+            raise LangadaptError("no task given", f"pass --task with one or more of {', '.join(SERVED_TASKS)}")
+        unknown = [t for t in o.tasks if t not in SERVED_TASKS]
         if unknown or len(set(o.tasks)) != len(o.tasks):
-            raise LangadaptError(f"bad --task {','.join(o.tasks)!r}", f"tasks are {', '.join(TASKS)}, each once")
+            raise LangadaptError(f"bad --task {','.join(o.tasks)!r}", f"tasks are {', '.join(SERVED_TASKS)}, each once")
         if (o.lang is None) == (o.lang_column is None):
             raise LangadaptError(
                 "say which language the texts are in", "give --lang CODE (one language) or --lang-column COLUMN"

@@ -8,15 +8,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from langadapt.models.kinds import ADAPTER_ARTIFACT, HEAD_TYPES, MODEL_KINDS, TASKS
+
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 LANGUAGE_PATTERN = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 ANY_LANGUAGE = "any"
-
-TASKS = ("mlm", "topic", "sentiment", "ner")
-KINDS = ("seq_bn", "seq_bn_inv", "lora", "full")
-HEAD_TYPES = ("classification", "tagging", "masked_lm")
 
 
 def check_id(value: str) -> str:
@@ -61,11 +59,11 @@ class Manifest(BaseModel):
 
     id: str = Field(description="store id, e.g. `yor_Latn-ner` or `yor_Latn-mlm-seq_bn`")
     language: str | None = Field(description="canonical `xxx_Scrp` code; None for language-agnostic")
-    task: str = Field(description="`mlm`, `topic`, `sentiment`, `ner` or another short slug")
-    kind: str = Field(description="`seq_bn`, `seq_bn_inv`, `lora`, `full` or an artifact kind like `onnx-fused`")
+    task: str = Field(description=f"{', '.join(TASKS)} or another short slug")
+    kind: str = Field(description=f"{', '.join(MODEL_KINDS)} or an artifact kind like `onnx-fused`")
     version: int = Field(default=0, ge=0, description="set by the store at publish; 0 before")
     labels: list[str] = Field(default_factory=list, description="label names in head output order")
-    head_type: str | None = Field(default=None, description="`classification`, `tagging`, `masked_lm` or None")
+    head_type: str | None = Field(default=None, description=f"{', '.join(HEAD_TYPES)} or None")
     base_model: str = Field(description="hub id or local path of the base model")
     base_fingerprint: str = Field(min_length=1, description="fingerprint of the base model's weights")
     adapter_config: dict[str, Any] = Field(default_factory=dict, description="the adapter library's config")
@@ -73,7 +71,7 @@ class Manifest(BaseModel):
     training: TrainingInfo = Field(default_factory=TrainingInfo)
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc), description="UTC")
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256; set by the store")
-    artifact: str = Field(default="adapter", description="`adapter`, or what else the folder holds")
+    artifact: str = Field(default=ADAPTER_ARTIFACT, description="what the folder holds: a registered artifact kind")
     extra: dict[str, Any] = Field(default_factory=dict, description="anything else worth keeping")
 
     @field_validator("id")
