@@ -158,17 +158,17 @@ def export_fused(
             metrics={"parity": parity, "source": task.metrics.get("test", {})},
             training=task.training,
             artifact=FUSED_ARTIFACT,
+            sources=sources.as_sources(),
+            precision=label,
+            max_length=task.max_length,
+            stride=task.stride,
             extra={
-                "sources": sources.as_extra(),
-                "precision": label,
                 "opset": OPSET,
                 "inputs": list(FUSED_INPUTS),
                 "outputs": [FUSED_OUTPUT],
                 "dynamic_axes": fused_dynamic_axes(head.head_type),
                 **steps,
                 "graph_bytes": graph.stat().st_size,
-                "max_length": task.extra.get("max_length"),
-                "stride": task.extra.get("stride"),
                 "export_seconds": round(time.perf_counter() - started, 2),
                 "versions": library_versions(),
             },
@@ -188,16 +188,16 @@ def reverify_fused(
     from langadapt.models.base import load_tokenizer
 
     _, folder = store.open(manifest.id, manifest.version)
-    roles = {row["role"]: row for row in manifest.extra.get("sources", [])}
+    roles = {row.role: row for row in manifest.sources or []}
     if "task" not in roles:
         raise ExportError(f"{manifest.id} v{manifest.version} does not name its task adapter", "export it again")
     lang = roles.get("language")
     sources = resolve_sources(
         store,
-        roles["task"]["id"],
-        lang["id"] if lang else None,
-        task_version=roles["task"]["version"],
-        lang_version=lang["version"] if lang else None,
+        roles["task"].id,
+        lang.id if lang else None,
+        task_version=roles["task"].version,
+        lang_version=lang.version if lang else None,
     )
     info = _base_for(sources, manifest.base_model)
     if info.fingerprint != manifest.base_fingerprint:
@@ -207,7 +207,7 @@ def reverify_fused(
             "export it again from the current base",
         )
     reference = load_reference(store, sources, info)
-    precision = manifest.extra.get("precision", "fp32")
+    precision = manifest.precision or "fp32"
     runtime = FusedRuntime(folder, device=check_device(precision, device), threads=threads)  # type: ignore[arg-type]
     figures = check_fused(runtime, reference, load_tokenizer(info), precision=precision, labelled=labelled)
     return {"id": manifest.id, "version": manifest.version, "artifact": manifest.artifact, "parity": figures}

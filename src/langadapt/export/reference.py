@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from langadapt.export.errors import ExportError
 from langadapt.models.bank import AdapterWeights
 from langadapt.models.heads import Head
 from langadapt.models.kinds import ADAPTER_ARTIFACT, FULL_KIND, LABEL_HEAD_TYPES, LANGUAGE_TASK, MODEL_ARTIFACT
+from langadapt.models.manifest import SourceAdapter
 
 if TYPE_CHECKING:
     from langadapt.models.base import BaseModelInfo
@@ -42,10 +43,11 @@ class StackSources:
     task: Manifest
     language: Manifest | None
 
-    def as_extra(self) -> list[dict[str, Any]]:
-        """Ids, versions and kinds, in stack order, for an artifact manifest's `extra`."""
-        rows = [("language", self.language), ("task", self.task)]
-        return [{"role": role, "id": m.id, "version": m.version, "kind": m.kind} for role, m in rows if m is not None]
+    def as_sources(self) -> list[SourceAdapter]:
+        """Ids, versions and kinds, in stack order, for an artifact manifest's `sources`."""
+        roles: tuple[Literal["language", "task"], ...] = ("language", "task")
+        rows = zip(roles, (self.language, self.task), strict=True)
+        return [SourceAdapter(role=role, id=m.id, version=m.version, kind=m.kind) for role, m in rows if m is not None]
 
 
 def resolve_sources(

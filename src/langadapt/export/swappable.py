@@ -159,11 +159,11 @@ def _store_stacks(
         and m.kind in BANK_KINDS
     ]
     for manifest in candidates[:MAX_STORE_STACKS]:
-        recorded = manifest.extra.get("language_adapter") or {}
+        recorded = manifest.language_adapter
         try:
             lang = None
-            if recorded.get("id"):
-                lang = load_pack(store, recorded["id"], recorded.get("version"), fingerprint=info.fingerprint)
+            if recorded is not None:
+                lang = load_pack(store, recorded.id, recorded.version, fingerprint=info.fingerprint)
             task = load_pack(store, manifest.id, manifest.version, fingerprint=info.fingerprint)
             members = [lang.weights if lang else None, task.weights]
             AdapterBank(layout, capacity=2).set_members(1, members)  # refuses what the layout cannot hold
@@ -305,10 +305,10 @@ def export_swappable(
             base_fingerprint=info.fingerprint,
             metrics={"parity": parity},
             artifact=SWAPPABLE_ARTIFACT,
+            precision=label,
+            layout=_layout_dict(layout),
             extra={
-                "precision": label,
                 "opset": OPSET,
-                "layout": _layout_dict(layout),
                 "inputs": encoder_names,
                 "outputs": [SWAPPABLE_OUTPUT],
                 "tensor_axes": {k: list(v) for k, v in layout.tensor_axes().items()},
@@ -344,9 +344,9 @@ def reverify_swappable(
             "export it again from the current base",
         )
     model = _load_model(info)
-    saved = manifest.extra["layout"]
+    saved = manifest.layout or {}
     layout = BankLayout(**{**saved, "lora_matrices": tuple(saved["lora_matrices"])})
-    precision = manifest.extra.get("precision", "fp32")
+    precision = manifest.precision or "fp32"
     runtime = SwappableRuntime(folder, device=check_device(precision, device), threads=threads)  # type: ignore[arg-type]
     with staging() as work:
         stacks, skipped = build_check_stacks(model, store, info, layout, work)

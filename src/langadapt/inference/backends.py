@@ -145,7 +145,7 @@ def _ort_device(device: torch.device) -> str:
 
 
 def _precision_rank(candidate: Candidate) -> int:
-    precision = str(candidate.manifest.extra.get("precision", "fp32"))
+    precision = candidate.manifest.precision or "fp32"
     return PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else len(PRECISION_ORDER)
 
 
@@ -169,7 +169,7 @@ class SwappableBackend:
             )
         chosen = min(found, key=lambda c: (_precision_rank(c), -c.ref.version))
         manifest, folder = stores.open(chosen.ref, info.fingerprint)
-        saved = dict(manifest.extra["layout"])
+        saved = dict(manifest.layout or {})
         self.layout = BankLayout(**{**saved, "lora_matrices": tuple(saved["lora_matrices"])})
         self.runtime = SwappableRuntime(folder, device=_ort_device(device), threads=threads)  # type: ignore[arg-type]
         self.artifact = chosen.ref
@@ -270,15 +270,15 @@ class FusedBackend(TorchBackend):
             m = c.manifest
             if m.artifact != FUSED_ARTIFACT or m.base_fingerprint != self.info.fingerprint:
                 continue
-            roles = {row.get("role"): row for row in m.extra.get("sources", [])}
+            roles = {row.role: row for row in m.sources or []}
             task, language = roles.get("task"), roles.get("language")
             if task is None:
                 continue
             signature = (
-                task["id"],
-                task["version"],
-                language["id"] if language else None,
-                language["version"] if language else None,
+                task.id,
+                task.version,
+                language.id if language else None,
+                language.version if language else None,
             )
             index.setdefault(signature, []).append(c)
         self._index = index

@@ -10,7 +10,7 @@ Resolution of a request for task T in language code C:
 2. The task adapter: among the servable T adapters for L (a bank kind, base fingerprint of the loaded base,
    not refused), the conventional id `L-T` first, else the first id; its newest version.
    None for L, but a related language configured (`--fallback L=R`) has one: that one, a *fallback*.
-3. The language adapter under it: the one the task adapter's manifest records (`extra.language_adapter`, as
+3. The language adapter under it: the one the task adapter's manifest records (`language_adapter`, as
    `langadapt train task` writes it; a record of None means it was trained without one); without a record,
    the store's language (mlm) adapter for the task adapter's language. For a related-language fallback, L's
    own language adapter replaces it when the store has one (MAD-X cross-lingual transfer).
@@ -246,7 +246,6 @@ class RouteTable:
         lang_ref, lang_reason = self._language_adapter(chosen, language if reason == RELATED_LANGUAGE else None)
         if reason is None:
             reason = lang_reason
-        extra = manifest.extra
         return Route(
             task=task,
             language=language,
@@ -254,8 +253,8 @@ class RouteTable:
             adapter_language=adapter_language,
             labels=tuple(manifest.labels),
             head_type=manifest.head_type or TASK_HEAD_TYPES[task],
-            max_length=_positive_int(extra.get("max_length"), DEFAULT_MAX_LENGTH),
-            stride=_non_negative_int(extra.get("stride"), DEFAULT_STRIDE),
+            max_length=manifest.max_length if manifest.max_length is not None else DEFAULT_MAX_LENGTH,
+            stride=manifest.stride if manifest.stride is not None else DEFAULT_STRIDE,
             fallback_reason=reason,
         )
 
@@ -265,15 +264,12 @@ class RouteTable:
             own = self._language_adapters.get(target)
             if own:
                 return own[0].ref, None
-        extra = task_adapter.manifest.extra
-        if "language_adapter" in extra:
-            recorded = extra["language_adapter"]
-            if not recorded:
+        if task_adapter.manifest.records_language_adapter:
+            recorded = task_adapter.manifest.language_adapter
+            if recorded is None:
                 return None, NO_LANGUAGE_ADAPTER
-            rec_id, rec_version = recorded.get("id"), recorded.get("version")
-            versions = [
-                c for c in self._by_id.get(str(rec_id), []) if self.servable(c) and c.manifest.task == LANGUAGE_TASK
-            ]
+            rec_id, rec_version = recorded.id, recorded.version
+            versions = [c for c in self._by_id.get(rec_id, []) if self.servable(c) and c.manifest.task == LANGUAGE_TASK]
             exact = [c for c in versions if c.ref.version == rec_version]
             if exact:
                 return exact[0].ref, None
@@ -307,14 +303,6 @@ def _name(code: str) -> str:
         return language_name(code)
     except LanguageCodeError:
         return code
-
-
-def _positive_int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
-
-
-def _non_negative_int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
 
 
 class Router:

@@ -229,14 +229,15 @@ def load_stack(
 ) -> tuple[Manifest, Manifest | None]:
     """Load a task adapter plus the language adapter it was trained on (or the one given), and activate both.
 
-    A task adapter trained stacked records its language adapter in `manifest.extra["language_adapter"]`.
+    A task adapter trained stacked records its language adapter in `manifest.language_adapter`.
     """
     task_manifest = load_task_adapter(model, store, adapter_id, version)
     lang_manifest = None
-    recorded = task_manifest.extra.get("language_adapter") or {}
-    lang_id = language_adapter or recorded.get("id")
+    recorded = task_manifest.language_adapter
+    lang_id, lang_version = language_adapter, language_version
+    if not language_adapter and recorded is not None:
+        lang_id, lang_version = recorded.id, language_version or recorded.version
     if lang_id:
-        lang_version = language_version if language_adapter else (language_version or recorded.get("version"))
         lang_manifest = load_language_adapter(model, store, lang_id, lang_version)
     if task_manifest.kind == FULL_KIND:
         model.active_adapters = None

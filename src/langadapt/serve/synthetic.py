@@ -16,7 +16,7 @@ import torch
 
 from langadapt.models.base import BaseModelInfo
 from langadapt.models.kinds import DEFAULT_KIND, LANGUAGE_TASK, TAGGING, TASK_HEAD_TYPES, get_kind
-from langadapt.models.manifest import Manifest, adapter_id
+from langadapt.models.manifest import AdapterVersion, Manifest, adapter_id
 from langadapt.models.store import AdapterStore
 
 LABELS: dict[str, tuple[str, ...]] = {
@@ -116,10 +116,10 @@ class AdapterFactory:
     ) -> Manifest:
         """Publish a random task adapter `<language>-<task>`, recording its language adapter like training does."""
         ident = fields.pop("id", adapter_id(language, task))
-        extra: dict[str, Any] = {"max_length": max_length, "stride": stride, **fields.pop("extra", {})}
+        typed: dict[str, Any] = {"max_length": max_length, "stride": stride}
         if record_language:
-            extra["language_adapter"] = (
-                {"id": language_adapter.id, "version": language_adapter.version} if language_adapter else None
+            typed["language_adapter"] = (
+                AdapterVersion(id=language_adapter.id, version=language_adapter.version) if language_adapter else None
             )
         with tempfile.TemporaryDirectory() as tmp:
             folder = self.save_task_adapter(ident.replace(".", "_"), task, Path(tmp), keep=keep)
@@ -131,6 +131,5 @@ class AdapterFactory:
                 base_model=self.info.id,
                 base_fingerprint=self.info.fingerprint,
                 id=ident,
-                extra=extra,
-                **fields,
+                **{**typed, **fields},
             )
