@@ -28,9 +28,10 @@ from langadapt.export import graphs
 from langadapt.export.errors import ExportError, ParityError
 from langadapt.export.fused import export_fused
 from langadapt.export.graphs import FusedModel
+from langadapt.export.parity import LabelledSet
 from langadapt.export.precision import precision_label
 from langadapt.export.runtime import FusedRuntime
-from langadapt.export.verify import LabelledSet, verify_artifact
+from langadapt.export.verify import verify_artifact
 from langadapt.models.bank import AdapterWeights
 from langadapt.models.heads import Head
 from langadapt.models.kinds import get_kind

@@ -25,6 +25,7 @@ from langadapt.export.artifacts import (
 )
 from langadapt.export.errors import ExportError
 from langadapt.export.graphs import FUSED_INPUTS, FUSED_OUTPUT, OPSET, FusedModel, fused_dynamic_axes, trace
+from langadapt.export.parity import LabelledSet, check_fused
 from langadapt.export.precision import checked_precisions, precision_label
 from langadapt.export.reference import (
     ReferenceStack,
@@ -35,7 +36,6 @@ from langadapt.export.reference import (
 )
 from langadapt.export.runtime import FusedRuntime, check_device
 from langadapt.export.texts import VERIFICATION_TEXTS
-from langadapt.export.verify import LabelledSet, check_fused
 from langadapt.models.kinds import FUSED_ARTIFACT, TAGGING
 
 if TYPE_CHECKING:

@@ -32,10 +32,10 @@ from langadapt.export.artifacts import (
 )
 from langadapt.export.errors import ExportError
 from langadapt.export.graphs import OPSET, SWAPPABLE_OUTPUT, trace
+from langadapt.export.parity import CheckStack, check_swappable
 from langadapt.export.precision import checked_precisions, precision_label
 from langadapt.export.runtime import SwappableRuntime, check_device
 from langadapt.export.texts import VERIFICATION_TEXTS
-from langadapt.export.verify import CheckStack, check_swappable
 from langadapt.models.bank import AdapterBank, AdapterWeights, BankedEncoder, BankLayout
 from langadapt.models.heads import Head
 from langadapt.models.kinds import (
