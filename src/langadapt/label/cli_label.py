@@ -76,7 +76,8 @@ def label(
 
     Rows that cannot be labelled keep null labels, say why in label_error, and are listed in the errors file.
     """
-    from langadapt.label.job import LabelJob, LabelOptions
+    from langadapt.label.job import LabelJob
+    from langadapt.label.options import LabelOptions
 
     options = LabelOptions(
         input=input_path,
