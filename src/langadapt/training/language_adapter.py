@@ -35,8 +35,11 @@ from safetensors.torch import load_file, save_file
 
 from langadapt.errors import BaseModelError, LangadaptError, StoreError
 from langadapt.models.kinds import DEFAULT_KIND, LANGUAGE_TASK, MANIFEST_FILE, MASKED_LM, get_kind
+from langadapt.training.kg import read_conceptnet_edges, verbalise
 from langadapt.training.loop import LoopConfig, LoopResult, TrainLoop, load_trainable_state
+from langadapt.training.mlm_text import read_mlm_text
 from langadapt.training.pppl import PseudoPerplexity, masked_token_logits, pseudo_perplexity
+from langadapt.training.readers import read_verbalised_triples
 from langadapt.training.runs import RUN_FILE, RunRecord
 
 __all__ = [
@@ -300,9 +303,6 @@ class TrainingText:
 
 def read_training_sentences(settings: LanguageAdapterSettings, language: str) -> TrainingText:
     """Sentences from the text files, the verbalised ConceptNet edges and the verbalised triples, in that order."""
-    from langadapt.training.kg import read_conceptnet_edges, verbalise
-    from langadapt.training.readers import read_mlm_text, read_verbalised_triples
-
     sentences: list[str] = []
     skipped = 0
     counts: dict[str, int] = {}
@@ -528,7 +528,6 @@ def train_language_adapter(
     from langadapt.models.language import canonical_language
     from langadapt.models.manifest import Manifest, TrainingInfo, adapter_id
     from langadapt.models.modeling import module_name
-    from langadapt.training.readers import read_mlm_text
 
     started = time.perf_counter()
     language = canonical_language(settings.language)
@@ -799,7 +798,6 @@ def evaluate_pppl(
     from langadapt.models.base import load_tokenizer, resolve_base_model
     from langadapt.models.language import canonical_language
     from langadapt.models.store import AdapterStore
-    from langadapt.training.readers import read_mlm_text
 
     started = time.perf_counter()
     adapter_store = AdapterStore(store)
