@@ -437,7 +437,7 @@ def metric_check(work: Path, device: str) -> dict[str, Any]:
 
     from langadapt.export.errors import ParityError
     from langadapt.export.fused import export_fused
-    from langadapt.export.verify import LabelledSet
+    from langadapt.export.parity import LabelledSet
     from langadapt.models.base import load_tokenizer, resolve_base_model
     from langadapt.models.kinds import get_kind
     from langadapt.models.store import AdapterStore

@@ -127,7 +127,7 @@ def write_corpus(path: Path, rows: int, *, short: bool) -> Path:
 
 
 def options(spec: dict[str, Any], source: Path, output: Path, **overrides: Any) -> Any:
-    from langadapt.label.job import LabelOptions
+    from langadapt.label.options import LabelOptions
 
     fields: dict[str, Any] = {
         "tasks": tuple(spec["tasks"]),

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from langadapt.label.job import LabelJob, LabelOptions
+from langadapt.label.job import LabelJob
+from langadapt.label.options import LabelOptions
 from langadapt.models.store_view import packaged_defaults_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]

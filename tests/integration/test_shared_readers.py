@@ -10,11 +10,11 @@ import pytest
 
 from langadapt.errors import DataFormatError
 from langadapt.training.kg import PREDICATES, read_conceptnet_edges, verbalise
+from langadapt.training.mlm_text import read_mlm_text
 from langadapt.training.readers import (
     read_afrisenti,
     read_classification,
     read_masakhaner,
-    read_mlm_text,
     read_ner,
     read_nusax,
     read_sib200,

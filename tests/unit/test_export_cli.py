@@ -50,7 +50,7 @@ def test_fused_task_only_in_text_form_and_a_failed_int8_check(tiny: TinyStore, m
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert result.output.startswith("published hau_Latn-ner.onnx-fp32 v1") and "fp32" in result.output
-    monkeypatch.setattr("langadapt.export.verify.MIN_AGREEMENT", 1.01)  # a bar no graph can clear
+    monkeypatch.setattr("langadapt.export.parity.MIN_AGREEMENT", 1.01)  # a bar no graph can clear
     failed = invoke(*args, "--quantize", "int8")
     assert failed.exit_code == 2
     assert "no int8 recipe matches the reference (all: the int8 graph does not match" in failed.output
@@ -94,7 +94,7 @@ def test_user_errors_exit_2_with_a_hint(tiny: TinyStore, args: list[str], messag
 def test_the_labelled_set_reads_ner_files_as_training_did(tmp_path: Path) -> None:
     """A stray I- tag fails strict reading, and is read as B- when the adapter was trained with --repair-iob."""
     from langadapt.errors import DataFormatError
-    from langadapt.export.verify import LabelledSet
+    from langadapt.export.parity import LabelledSet
 
     path = tmp_path / "test.txt"
     path.write_text("Ali I-PER\nwent O\nto O\nLagos B-LOC\n\nKano B-LOC\n", encoding="utf-8")

@@ -28,9 +28,10 @@ from langadapt.export import graphs
 from langadapt.export.errors import ExportError, ParityError
 from langadapt.export.fused import export_fused
 from langadapt.export.graphs import FusedModel
+from langadapt.export.parity import LabelledSet
 from langadapt.export.precision import precision_label
 from langadapt.export.runtime import FusedRuntime
-from langadapt.export.verify import LabelledSet, verify_artifact
+from langadapt.export.verify import verify_artifact
 from langadapt.models.bank import AdapterWeights
 from langadapt.models.heads import Head
 from langadapt.models.kinds import get_kind
@@ -100,9 +101,9 @@ def test_fused_graph_matches_the_adapters_stack(
     assert manifest.artifact == manifest.kind == "onnx-fused"
     assert manifest.id == ".".join([task_id, *([lang_id] if lang_id else []), "onnx-fp32"])
     assert manifest.base_fingerprint == xlmr.info.fingerprint
-    assert [s["id"] for s in manifest.extra["sources"]] == [x for x in (lang_id, task_id) if x]
-    assert all(s["version"] == 1 for s in manifest.extra["sources"])
-    assert manifest.extra["opset"] == graphs.OPSET and manifest.extra["precision"] == "fp32"
+    assert [s.id for s in manifest.sources or []] == [x for x in (lang_id, task_id) if x]
+    assert all(s.version == 1 for s in manifest.sources or [])
+    assert manifest.extra["opset"] == graphs.OPSET and manifest.precision == "fp32"
     assert manifest.extra["optimizer"]["applied"] is optimize
     parity = manifest.metrics["parity"]["fp32"]
     assert parity["passed"] and parity["max_abs_diff"] <= ATOL and parity["texts"] >= 40
@@ -214,7 +215,7 @@ def toy(xlmr: TinyStore, tmp_path_factory: pytest.TempPathFactory) -> tuple[str,
 def test_int8_agrees_with_the_reference_on_a_toy_task(xlmr: TinyStore, toy: tuple[str, LabelledSet]) -> None:
     task_id, labelled = toy
     manifest = export_fused(xlmr.store, None, task_id, quantize="int8", labelled=labelled)
-    assert manifest.id == f"{task_id}.onnx-int8" and manifest.extra["precision"] == "int8"
+    assert manifest.id == f"{task_id}.onnx-int8" and manifest.precision == "int8"
     int8 = manifest.metrics["parity"]["int8"]
     assert int8["agreement"] >= 0.99 and abs(int8["metric"]["delta"]) <= 0.01
     assert int8["metric"]["name"] == "f1" and int8["metric"]["reference"] > 0.5, "the toy task was learned"

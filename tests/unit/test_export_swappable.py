@@ -48,7 +48,7 @@ def test_export_is_checked_on_a_mixed_batch_of_every_kind(tiny: TinyStore, expor
     assert {"lora+lora", "seq_bn_inv+seq_bn", "task:seq_bn_inv"} <= set(stacks)
     assert sum(key.startswith("store:") for key in stacks) == 4 and exported.extra["check_skipped"] == {}
     assert exported.extra["inputs"][:3] == ["input_ids", "attention_mask", "stack_index"]
-    assert exported.extra["layout"] == {
+    assert exported.layout == {
         "num_layers": 2,
         "hidden_size": 32,
         "slots": 2,
@@ -93,7 +93,8 @@ def test_mixed_rows_equal_each_stack_alone_including_a_language_added_after_expo
     tiny: TinyStore, exported: Manifest, tmp_path: Path
 ) -> None:
     runtime = SwappableRuntime(tiny.store.path(exported.id), device="cpu", threads=1)
-    layout = BankLayout(**{**exported.extra["layout"], "lora_matrices": ("q", "v")})
+    assert exported.layout is not None
+    layout = BankLayout(**{**exported.layout, "lora_matrices": ("q", "v")})
     assert runtime.tensor_names == layout.tensor_names()
     new_lang, new_task = publish_new_language(tiny, tmp_path)
     stacks = {task_id: lang_id for task_id, (_, _, _, lang_id) in TASK_ADAPTERS.items()}

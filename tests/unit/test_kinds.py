@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import get_args
 
 import adapters
 import pytest
@@ -11,7 +14,20 @@ from adapters import LoRAConfig, SeqBnConfig, SeqBnInvConfig
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, BertConfig, XLMRobertaConfig
 
 from langadapt.models import kinds
-from langadapt.models.kinds import ADAPTER_KINDS, AdapterKind, count_parameters, get_kind, register_kind
+from langadapt.models.kinds import (
+    ADAPTER_KINDS,
+    ARTIFACT_KINDS,
+    HEAD_TYPES,
+    TASKS,
+    AdapterKind,
+    count_parameters,
+    get_kind,
+    get_task,
+    register_artifact,
+    register_head_type,
+    register_kind,
+    register_task,
+)
 
 KINDS = ["seq_bn", "seq_bn_inv", "lora"]
 
@@ -53,6 +69,91 @@ EXPECTED_COUNTS = {
 def paper_counts() -> dict[tuple[str, str], int]:
     """Every kind counted once on each base configuration."""
     return {(base, kind): count_parameters(kind, BASE_CONFIGS[base]) for base, kind in EXPECTED_COUNTS}
+
+
+def test_registry_holds_the_tasks_head_types_and_artifact_kinds() -> None:
+    assert {name: (t.head_type, t.served, t.selection_metric) for name, t in TASKS.items()} == {
+        "ner": ("tagging", True, "f1"),
+        "sentiment": ("classification", True, "macro_f1"),
+        "topic": ("classification", True, "macro_f1"),
+        "mlm": ("masked_lm", False, None),
+    }
+    assert {name: h.per_token for name, h in HEAD_TYPES.items()} == {
+        "classification": False,
+        "tagging": True,
+        "masked_lm": True,
+    }
+    assert {name: a.backend for name, a in ARTIFACT_KINDS.items()} == {
+        "adapter": "torch",
+        "model": None,
+        "onnx-fused": "onnx-fused",
+        "onnx-swappable": "onnx-swappable",
+    }
+    registries = (TASKS, HEAD_TYPES, ADAPTER_KINDS, ARTIFACT_KINDS)
+    assert all(entry.name == name and entry.help for registry in registries for name, entry in registry.items())
+
+
+def test_derived_lists_follow_the_registry() -> None:
+    assert kinds.SERVED_TASKS == ("ner", "sentiment", "topic")
+    assert kinds.LANGUAGE_TASK == "mlm" and not TASKS[kinds.LANGUAGE_TASK].served
+    assert dict(kinds.TASK_HEAD_TYPES) == {"ner": "tagging", "sentiment": "classification", "topic": "classification"}
+    assert kinds.LABEL_HEAD_TYPES == ("classification", "tagging")
+    assert kinds.BANK_KINDS == ("seq_bn", "seq_bn_inv", "lora") == tuple(ADAPTER_KINDS)
+    assert (*ADAPTER_KINDS, kinds.FULL_KIND) == kinds.MODEL_KINDS
+    assert kinds.DEFAULT_KIND in ADAPTER_KINDS
+    assert kinds.BACKENDS == ("torch", "onnx-fused", "onnx-swappable")
+    assert {kinds.ADAPTER_ARTIFACT, kinds.MODEL_ARTIFACT, kinds.FUSED_ARTIFACT, kinds.SWAPPABLE_ARTIFACT} == set(
+        ARTIFACT_KINDS
+    )
+    assert {kinds.CLASSIFICATION, kinds.TAGGING, kinds.MASKED_LM} == set(HEAD_TYPES)
+
+
+def test_lists_elsewhere_are_the_registry_s() -> None:
+    from langadapt.inference import routing
+    from langadapt.label import formats
+    from langadapt.models import heads, manifest
+    from langadapt.serve import schemas
+    from langadapt.training import metrics
+
+    assert routing.Router.__init__.__kwdefaults__["tasks"] == kinds.SERVED_TASKS
+    assert get_args(schemas.ServedTask) == kinds.SERVED_TASKS
+    assert tuple(schemas.MultiTaskResult.model_fields) == kinds.SERVED_TASKS
+    assert heads.LABEL_HEAD_TYPES == kinds.LABEL_HEAD_TYPES
+    assert metrics.SELECTION_METRICS == {"ner": "f1", "sentiment": "macro_f1", "topic": "macro_f1"}
+    assert formats.NER == "ner" and formats.ENTITIES_COLUMN == "ner_entities"
+    assert manifest.Manifest.model_fields["artifact"].default == kinds.ADAPTER_ARTIFACT
+
+
+def test_backends_are_named_as_registered() -> None:
+    from langadapt.inference import backends
+
+    classes = (backends.TorchBackend, backends.FusedBackend, backends.SwappableBackend)
+    assert sorted(cls.name for cls in classes) == sorted(kinds.BACKENDS)
+    assert backends.BACKENDS == kinds.BACKENDS
+
+
+def test_get_task() -> None:
+    assert get_task("NER") is TASKS["ner"]
+    with pytest.raises(ValueError, match="choose one of: ner, sentiment, topic, mlm"):
+        get_task("pos")
+
+
+def test_each_entry_is_registered_once() -> None:
+    with pytest.raises(ValueError, match="task 'ner' is already registered"):
+        register_task("ner", head_type="tagging", served=True, selection_metric="f1", help="again")
+    with pytest.raises(ValueError, match="unknown head type 'span'"):
+        register_task("spans", head_type="span", served=True, selection_metric="f1", help="no such head")
+    with pytest.raises(ValueError, match="head type 'tagging' is already registered"):
+        register_head_type("tagging", per_token=True, help="again")
+    with pytest.raises(ValueError, match="artifact kind 'onnx-fused' is already registered"):
+        register_artifact("onnx-fused", backend="onnx-fused", help="again")
+    assert list(TASKS) == ["ner", "sentiment", "topic", "mlm"]
+
+
+def test_importing_the_registry_imports_no_model_library() -> None:
+    code = "import sys, langadapt.models.kinds; print(sorted({'torch', 'adapters', 'transformers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_registry_holds_the_three_kinds() -> None:
@@ -124,10 +225,14 @@ def test_get_kind() -> None:
 
 def test_a_kind_is_registered_once_with_known_defaults() -> None:
     with pytest.raises(ValueError, match="already registered"):
-        register_kind("lora", config_class=LoRAConfig, defaults={}, help="again")
+        register_kind("lora", config="LoRAConfig", defaults={}, help="again")
     with pytest.raises(ValueError, match="unknown seq_bn2 default 'rank'"):
-        AdapterKind(name="seq_bn2", help="bad", config_class=SeqBnConfig, defaults={"rank": 4})
+        AdapterKind(name="seq_bn2", help="bad", config="SeqBnConfig", defaults={"rank": 4}).build_config()
     assert list(ADAPTER_KINDS) == KINDS
+
+
+def test_config_class_is_looked_up_by_name() -> None:
+    assert [kind.config_class for kind in ADAPTER_KINDS.values()] == [SeqBnConfig, SeqBnInvConfig, LoRAConfig]
 
 
 @pytest.mark.parametrize(("base", "kind"), EXPECTED_COUNTS)

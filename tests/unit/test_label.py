@@ -25,7 +25,8 @@ from langadapt.errors import LangadaptError
 from langadapt.inference.engine import Engine, EngineSettings
 from langadapt.label.cli_label import register
 from langadapt.label.formats import Position
-from langadapt.label.job import PAUSE_ENV, LabelJob, LabelOptions
+from langadapt.label.job import PAUSE_ENV, LabelJob
+from langadapt.label.options import LabelOptions
 from langadapt.label.readers import reader_for
 from langadapt.models.base import resolve_base_model
 from langadapt.models.store import AdapterStore

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from langadapt.label.job import LabelJob, LabelOptions
+from langadapt.label.job import LabelJob
+from langadapt.label.options import LabelOptions
 from langadapt.models.base import resolve_base_model
 from langadapt.models.store import AdapterStore
 from langadapt.serve.synthetic import AdapterFactory

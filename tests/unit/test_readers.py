@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from langadapt.errors import DataFormatError
+from langadapt.training.mlm_text import read_mlm_text
 from langadapt.training.readers import (
     Dataset,
     TextExample,
@@ -17,7 +18,6 @@ from langadapt.training.readers import (
     read_classification,
     read_conll,
     read_masakhaner,
-    read_mlm_text,
     read_ner,
     read_nusax,
     read_sib200,

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from langadapt.errors import LangadaptError
 from langadapt.models.base import BaseModelInfo, resolve_base_model
+from langadapt.models.manifest import AdapterVersion
 from langadapt.models.modeling import (
     add_task_adapter,
     drop_heads,
@@ -244,8 +245,8 @@ def test_manifest_and_run_record_say_what_was_trained(topic_run: TaskRunResult, 
     assert manifest.training.params["learning_rate"] == 1e-2
     assert manifest.extra["head_learning_rate"] == 3e-2
     assert manifest.extra["caps"]["train"] == {"used": 80, "available": 96, "seed": 42}
-    assert manifest.extra["majority_label"] in TOPICS
-    assert manifest.extra["language_adapter"] is None
+    assert manifest.majority_label in TOPICS
+    assert manifest.records_language_adapter and manifest.language_adapter is None
     assert set(manifest.files) == {
         "adapter_config.json",
         "adapter.safetensors",
@@ -312,7 +313,7 @@ def test_stacked_training_leaves_the_language_adapter_bit_identical(
     assert run.manifest is not None
     assert run.record.variant == f"lang+task:{lang_kind}"
     assert run.record.language_adapter_id == lang_id
-    assert run.manifest.extra["language_adapter"] == {"id": lang_id, "version": 1}
+    assert run.manifest.language_adapter == AdapterVersion(id=lang_id, version=1)
 
     state = run.model.state_dict()
     lang_name = module_name(lang_id)

@@ -21,7 +21,7 @@ _EXPORTS = {
     "load_pack": "langadapt.export.swappable",
     "Pack": "langadapt.export.swappable",
     "verify_artifact": "langadapt.export.verify",
-    "LabelledSet": "langadapt.export.verify",
+    "LabelledSet": "langadapt.export.parity",
     "FusedRuntime": "langadapt.export.runtime",
     "SwappableRuntime": "langadapt.export.runtime",
     "ExportError": "langadapt.export.errors",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from langadapt.export.errors import ExportError
-from langadapt.export.runtime import GRAPH_FILE
+from langadapt.models.kinds import GRAPH_FILE, SWAPPABLE_ARTIFACT
 
 if TYPE_CHECKING:
     from langadapt.export.reference import StackSources
@@ -26,9 +26,6 @@ if TYPE_CHECKING:
     from langadapt.models.store import AdapterStore
 
 __all__ = [
-    "FUSED_ARTIFACT",
-    "GRAPH_FILE",
-    "SWAPPABLE_ARTIFACT",
     "check_out",
     "fused_id",
     "library_versions",
@@ -37,8 +34,6 @@ __all__ = [
     "swappable_id",
 ]
 
-FUSED_ARTIFACT = "onnx-fused"
-SWAPPABLE_ARTIFACT = "onnx-swappable"
 _LIBRARIES = ("torch", "transformers", "adapters", "onnx", "onnxruntime", "onnxruntime-gpu")
 
 

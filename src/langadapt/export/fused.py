@@ -17,7 +17,6 @@ import torch
 
 from langadapt.errors import FingerprintMismatchError
 from langadapt.export.artifacts import (
-    FUSED_ARTIFACT,
     check_out,
     fused_id,
     library_versions,
@@ -26,6 +25,7 @@ from langadapt.export.artifacts import (
 )
 from langadapt.export.errors import ExportError
 from langadapt.export.graphs import FUSED_INPUTS, FUSED_OUTPUT, OPSET, FusedModel, fused_dynamic_axes, trace
+from langadapt.export.parity import LabelledSet, check_fused
 from langadapt.export.precision import checked_precisions, precision_label
 from langadapt.export.reference import (
     ReferenceStack,
@@ -36,7 +36,7 @@ from langadapt.export.reference import (
 )
 from langadapt.export.runtime import FusedRuntime, check_device
 from langadapt.export.texts import VERIFICATION_TEXTS
-from langadapt.export.verify import LabelledSet, check_fused
+from langadapt.models.kinds import FUSED_ARTIFACT, TAGGING
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -77,7 +77,7 @@ def build_fused_graph(
     config = reference.model.config
     head = reference.head
     module = FusedModel(reference.model, reference.members, head).eval()
-    tagging = head.head_type == "tagging"
+    tagging = head.head_type == TAGGING
     example = encode(tokenizer, [t.split() for t in texts[:2]] if tagging else list(texts[:2]), words=tagging)[0]
     raw = trace(
         module,
@@ -158,17 +158,17 @@ def export_fused(
             metrics={"parity": parity, "source": task.metrics.get("test", {})},
             training=task.training,
             artifact=FUSED_ARTIFACT,
+            sources=sources.as_sources(),
+            precision=label,
+            max_length=task.max_length,
+            stride=task.stride,
             extra={
-                "sources": sources.as_extra(),
-                "precision": label,
                 "opset": OPSET,
                 "inputs": list(FUSED_INPUTS),
                 "outputs": [FUSED_OUTPUT],
                 "dynamic_axes": fused_dynamic_axes(head.head_type),
                 **steps,
                 "graph_bytes": graph.stat().st_size,
-                "max_length": task.extra.get("max_length"),
-                "stride": task.extra.get("stride"),
                 "export_seconds": round(time.perf_counter() - started, 2),
                 "versions": library_versions(),
             },
@@ -188,16 +188,16 @@ def reverify_fused(
     from langadapt.models.base import load_tokenizer
 
     _, folder = store.open(manifest.id, manifest.version)
-    roles = {row["role"]: row for row in manifest.extra.get("sources", [])}
+    roles = {row.role: row for row in manifest.sources or []}
     if "task" not in roles:
         raise ExportError(f"{manifest.id} v{manifest.version} does not name its task adapter", "export it again")
     lang = roles.get("language")
     sources = resolve_sources(
         store,
-        roles["task"]["id"],
-        lang["id"] if lang else None,
-        task_version=roles["task"]["version"],
-        lang_version=lang["version"] if lang else None,
+        roles["task"].id,
+        lang.id if lang else None,
+        task_version=roles["task"].version,
+        lang_version=lang.version if lang else None,
     )
     info = _base_for(sources, manifest.base_model)
     if info.fingerprint != manifest.base_fingerprint:
@@ -207,7 +207,7 @@ def reverify_fused(
             "export it again from the current base",
         )
     reference = load_reference(store, sources, info)
-    precision = manifest.extra.get("precision", "fp32")
+    precision = manifest.precision or "fp32"
     runtime = FusedRuntime(folder, device=check_device(precision, device), threads=threads)  # type: ignore[arg-type]
     figures = check_fused(runtime, reference, load_tokenizer(info), precision=precision, labelled=labelled)
     return {"id": manifest.id, "version": manifest.version, "artifact": manifest.artifact, "parity": figures}

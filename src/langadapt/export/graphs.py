@@ -24,6 +24,7 @@ from torch.nn import functional
 
 from langadapt.models.bank import AdapterBank, AdapterWeights, BankLayout, embed_tokens
 from langadapt.models.heads import ACTIVATIONS, Head
+from langadapt.models.kinds import HEAD_TYPES
 
 __all__ = ["FUSED_INPUTS", "FUSED_OUTPUT", "OPSET", "SWAPPABLE_OUTPUT", "FusedModel", "fused_dynamic_axes", "trace"]
 
@@ -43,7 +44,7 @@ def _activation(name: str | None) -> nn.Module:
 def fused_dynamic_axes(head_type: str) -> dict[str, dict[int, str]]:
     """Dynamic batch and sequence axes of a fused graph; tagging logits keep the sequence axis."""
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in FUSED_INPUTS}
-    axes[FUSED_OUTPUT] = {0: "batch", 1: "sequence"} if head_type == "tagging" else {0: "batch"}
+    axes[FUSED_OUTPUT] = {0: "batch", 1: "sequence"} if HEAD_TYPES[head_type].per_token else {0: "batch"}
     return axes
 
 
@@ -191,7 +192,7 @@ class FusedModel(nn.Module):
 
     def _head(self, hidden: Tensor) -> Tensor:
         """The `Head` computation: first token for classification, every token for tagging."""
-        x = hidden[:, 0] if self.head_type == "classification" else hidden
+        x = hidden if HEAD_TYPES[self.head_type].per_token else hidden[:, 0]
         act = ACTIVATIONS[self.head_activation] if self.head_activation else None
         last = len(self.head_weights) - 1
         for i, (weight, bias) in enumerate(zip(self.head_weights, self.head_biases, strict=True)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -17,6 +17,8 @@ import torch
 from langadapt.export.errors import ExportError
 from langadapt.models.bank import AdapterWeights
 from langadapt.models.heads import Head
+from langadapt.models.kinds import ADAPTER_ARTIFACT, FULL_KIND, LABEL_HEAD_TYPES, LANGUAGE_TASK, MODEL_ARTIFACT
+from langadapt.models.manifest import SourceAdapter
 
 if TYPE_CHECKING:
     from langadapt.models.base import BaseModelInfo
@@ -33,9 +35,6 @@ __all__ = [
     "resolve_sources",
 ]
 
-HEAD_TASK_TYPES = ("classification", "tagging")
-FULL_KIND = "full"
-
 
 @dataclass(frozen=True)
 class StackSources:
@@ -44,10 +43,11 @@ class StackSources:
     task: Manifest
     language: Manifest | None
 
-    def as_extra(self) -> list[dict[str, Any]]:
-        """Ids, versions and kinds, in stack order, for an artifact manifest's `extra`."""
-        rows = [("language", self.language), ("task", self.task)]
-        return [{"role": role, "id": m.id, "version": m.version, "kind": m.kind} for role, m in rows if m is not None]
+    def as_sources(self) -> list[SourceAdapter]:
+        """Ids, versions and kinds, in stack order, for an artifact manifest's `sources`."""
+        roles: tuple[Literal["language", "task"], ...] = ("language", "task")
+        rows = zip(roles, (self.language, self.task), strict=True)
+        return [SourceAdapter(role=role, id=m.id, version=m.version, kind=m.kind) for role, m in rows if m is not None]
 
 
 def resolve_sources(
@@ -60,17 +60,17 @@ def resolve_sources(
 ) -> StackSources:
     """The manifests of a stack's adapters, refusing a task adapter without a head or a non-MLM language adapter."""
     task = store.get(task_adapter_id, task_version)
-    if task.head_type not in HEAD_TASK_TYPES or task.task == "mlm":
+    if task.head_type not in LABEL_HEAD_TYPES or task.task == LANGUAGE_TASK:
         raise ExportError(
             f"{task.id} v{task.version} is a {task.task} adapter without a classification or tagging head",
             "export a task adapter (topic, sentiment, ner); language adapters are exported under one",
         )
-    if task.artifact not in ("adapter", "model"):
+    if task.artifact not in (ADAPTER_ARTIFACT, MODEL_ARTIFACT):
         raise ExportError(f"{task.id} is an {task.artifact} artifact, not an adapter", "pass a task adapter's id")
     language = None
     if lang_adapter_id is not None:
         language = store.get(lang_adapter_id, lang_version)
-        if language.task != "mlm":
+        if language.task != LANGUAGE_TASK:
             raise ExportError(
                 f"{language.id} is a {language.task} adapter, not a language (mlm) adapter",
                 "pass --lang-adapter the id of an adapter trained with `langadapt train lang`",

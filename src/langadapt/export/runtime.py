@@ -17,9 +17,9 @@ from typing import Any, Literal
 import numpy as np
 
 from langadapt.export.errors import ExportError
+from langadapt.models.kinds import FUSED_ARTIFACT, GRAPH_FILE, MANIFEST_FILE, SWAPPABLE_ARTIFACT
 
 __all__ = [
-    "GRAPH_FILE",
     "Device",
     "FusedRuntime",
     "SwappableRuntime",
@@ -28,8 +28,6 @@ __all__ = [
     "select_providers",
 ]
 
-GRAPH_FILE = "model.onnx"
-MANIFEST_FILE = "manifest.json"
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 Device = Literal["cpu", "cuda", "auto"]
@@ -114,8 +112,8 @@ class FusedRuntime:
     def __init__(self, artifact_dir: Path | str, *, device: Device = "auto", threads: int | None = None) -> None:
         folder = Path(artifact_dir)
         manifest = _read_manifest(folder)
-        if manifest.get("artifact") != "onnx-fused":
-            raise ExportError(f"{folder} holds a {manifest.get('artifact')!r} artifact, not onnx-fused")
+        if manifest.get("artifact") != FUSED_ARTIFACT:
+            raise ExportError(f"{folder} holds a {manifest.get('artifact')!r} artifact, not {FUSED_ARTIFACT}")
         self._init(folder / GRAPH_FILE, manifest["labels"], manifest["head_type"], device, threads)
         self.manifest = manifest
 
@@ -159,8 +157,8 @@ class SwappableRuntime:
     def __init__(self, graph_dir: Path | str, *, device: Device = "auto", threads: int | None = None) -> None:
         folder = Path(graph_dir)
         manifest = _read_manifest(folder)
-        if manifest.get("artifact") != "onnx-swappable":
-            raise ExportError(f"{folder} holds a {manifest.get('artifact')!r} artifact, not onnx-swappable")
+        if manifest.get("artifact") != SWAPPABLE_ARTIFACT:
+            raise ExportError(f"{folder} holds a {manifest.get('artifact')!r} artifact, not {SWAPPABLE_ARTIFACT}")
         self._init(folder / GRAPH_FILE, device, threads)
         self.manifest = manifest
 

@@ -24,7 +24,6 @@ import torch
 
 from langadapt.errors import FingerprintMismatchError, LangadaptError
 from langadapt.export.artifacts import (
-    SWAPPABLE_ARTIFACT,
     check_out,
     library_versions,
     publish_artifact,
@@ -33,35 +32,47 @@ from langadapt.export.artifacts import (
 )
 from langadapt.export.errors import ExportError
 from langadapt.export.graphs import OPSET, SWAPPABLE_OUTPUT, trace
+from langadapt.export.parity import CheckStack, check_swappable
 from langadapt.export.precision import checked_precisions, precision_label
 from langadapt.export.runtime import SwappableRuntime, check_device
 from langadapt.export.texts import VERIFICATION_TEXTS
-from langadapt.export.verify import CheckStack, check_swappable
 from langadapt.models.bank import AdapterBank, AdapterWeights, BankedEncoder, BankLayout
 from langadapt.models.heads import Head
+from langadapt.models.kinds import (
+    ADAPTER_ARTIFACT,
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    BANK_KINDS,
+    CLASSIFICATION,
+    HEAD_CONFIG,
+    HEAD_WEIGHTS,
+    LABEL_HEAD_TYPES,
+    SWAPPABLE_ARTIFACT,
+    TAGGING,
+    get_kind,
+)
 
 if TYPE_CHECKING:
     from langadapt.models.base import BaseModelInfo
     from langadapt.models.manifest import Manifest
     from langadapt.models.store import AdapterStore
 
-__all__ = ["BANK_KINDS", "Pack", "build_check_stacks", "export_swappable", "load_pack", "reverify_swappable"]
+__all__ = ["Pack", "build_check_stacks", "export_swappable", "load_pack", "reverify_swappable"]
 
-BANK_KINDS = ("seq_bn", "seq_bn_inv", "lora")
-PACK_FILES = ["adapter.safetensors", "adapter_config.json", "model_head.safetensors", "head_config.json"]
+PACK_FILES = [ADAPTER_WEIGHTS, ADAPTER_CONFIG, HEAD_WEIGHTS, HEAD_CONFIG]
 MAX_STORE_STACKS = 4
 CHECK_SEED = 20250214
 CHECK_SCALE = 0.1  # std of the noise added to synthetic adapter weights, so every adapter changes the output
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 # Synthetic check stacks: key, language adapter kind (None: task adapter alone), task adapter kind, head type.
 SYNTHETIC_STACKS: tuple[tuple[str, str | None, str, str], ...] = (
-    ("task:seq_bn", None, "seq_bn", "classification"),
-    ("seq_bn+seq_bn", "seq_bn", "seq_bn", "classification"),
-    ("seq_bn_inv+seq_bn", "seq_bn_inv", "seq_bn", "tagging"),
-    ("lora+seq_bn", "lora", "seq_bn", "classification"),
-    ("task:seq_bn_inv", None, "seq_bn_inv", "tagging"),
-    ("lora+lora", "lora", "lora", "classification"),
-    ("seq_bn_inv+seq_bn_inv", "seq_bn_inv", "seq_bn_inv", "tagging"),
+    ("task:seq_bn", None, "seq_bn", CLASSIFICATION),
+    ("seq_bn+seq_bn", "seq_bn", "seq_bn", CLASSIFICATION),
+    ("seq_bn_inv+seq_bn", "seq_bn_inv", "seq_bn", TAGGING),
+    ("lora+seq_bn", "lora", "seq_bn", CLASSIFICATION),
+    ("task:seq_bn_inv", None, "seq_bn_inv", TAGGING),
+    ("lora+lora", "lora", "lora", CLASSIFICATION),
+    ("seq_bn_inv+seq_bn_inv", "seq_bn_inv", "seq_bn_inv", TAGGING),
 )
 
 
@@ -79,7 +90,7 @@ def load_pack(
 ) -> Pack:
     """An adapter's weight pack from the store (checksums verified; base fingerprint checked when given)."""
     manifest, folder = store.open(adapter_id, version, expected_fingerprint=fingerprint)
-    if manifest.kind not in BANK_KINDS or manifest.artifact != "adapter":
+    if manifest.kind not in BANK_KINDS or manifest.artifact != ADAPTER_ARTIFACT:
         raise ExportError(
             f"{manifest.id} v{manifest.version} is a {manifest.kind} {manifest.artifact}; the swappable graph takes "
             f"{', '.join(BANK_KINDS)} adapters",
@@ -89,13 +100,12 @@ def load_pack(
         weights = AdapterWeights.from_folder(folder)
     except ValueError as err:
         raise ExportError(f"{manifest.id} v{manifest.version}: {err}", "retrain it with a supported config") from err
-    head = Head.from_folder(folder) if manifest.head_type in ("classification", "tagging") else None
+    head = Head.from_folder(folder) if manifest.head_type in LABEL_HEAD_TYPES else None
     return Pack(manifest, weights, head)
 
 
 def _synthetic_stacks(model: Any, layout: BankLayout, work: Path) -> list[CheckStack]:
     """Seeded random adapters of every kind on `model`, saved as packs and read back, as check stacks."""
-    from langadapt.models.kinds import get_kind
 
     def config(kind: str) -> Any:
         if kind == "lora":
@@ -109,7 +119,7 @@ def _synthetic_stacks(model: Any, layout: BankLayout, work: Path) -> list[CheckS
             model.add_adapter(lang, config=config(lang_kind or ""))
         task = f"check_task_{i}"
         model.add_adapter(task, config=config(task_kind))
-        if head_type == "classification":
+        if head_type == CLASSIFICATION:
             model.add_classification_head(task, num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"})
         else:
             model.add_tagging_head(task, num_labels=len(TAGS), id2label=dict(enumerate(TAGS)))
@@ -143,17 +153,17 @@ def _store_stacks(
     candidates = [
         m
         for m in store.list()
-        if m.artifact == "adapter"
-        and m.head_type in ("classification", "tagging")
+        if m.artifact == ADAPTER_ARTIFACT
+        and m.head_type in LABEL_HEAD_TYPES
         and m.base_fingerprint == info.fingerprint
         and m.kind in BANK_KINDS
     ]
     for manifest in candidates[:MAX_STORE_STACKS]:
-        recorded = manifest.extra.get("language_adapter") or {}
+        recorded = manifest.language_adapter
         try:
             lang = None
-            if recorded.get("id"):
-                lang = load_pack(store, recorded["id"], recorded.get("version"), fingerprint=info.fingerprint)
+            if recorded is not None:
+                lang = load_pack(store, recorded.id, recorded.version, fingerprint=info.fingerprint)
             task = load_pack(store, manifest.id, manifest.version, fingerprint=info.fingerprint)
             members = [lang.weights if lang else None, task.weights]
             AdapterBank(layout, capacity=2).set_members(1, members)  # refuses what the layout cannot hold
@@ -295,10 +305,10 @@ def export_swappable(
             base_fingerprint=info.fingerprint,
             metrics={"parity": parity},
             artifact=SWAPPABLE_ARTIFACT,
+            precision=label,
+            layout=_layout_dict(layout),
             extra={
-                "precision": label,
                 "opset": OPSET,
-                "layout": _layout_dict(layout),
                 "inputs": encoder_names,
                 "outputs": [SWAPPABLE_OUTPUT],
                 "tensor_axes": {k: list(v) for k, v in layout.tensor_axes().items()},
@@ -334,9 +344,9 @@ def reverify_swappable(
             "export it again from the current base",
         )
     model = _load_model(info)
-    saved = manifest.extra["layout"]
+    saved = manifest.layout or {}
     layout = BankLayout(**{**saved, "lora_matrices": tuple(saved["lora_matrices"])})
-    precision = manifest.extra.get("precision", "fp32")
+    precision = manifest.precision or "fp32"
     runtime = SwappableRuntime(folder, device=check_device(precision, device), threads=threads)  # type: ignore[arg-type]
     with staging() as work:
         stacks, skipped = build_check_stacks(model, store, info, layout, work)

@@ -26,6 +26,7 @@ from langadapt.errors import LangadaptError
 from langadapt.models.bank import AdapterBank, BankedEncoder, BankLayout
 from langadapt.models.base import BaseModelInfo, load_config_dict, quiet_transformers
 from langadapt.models.heads import Head
+from langadapt.models.kinds import BACKENDS, FUSED_ARTIFACT, SWAPPABLE_ARTIFACT, TORCH_BACKEND
 
 if TYPE_CHECKING:
     from langadapt.inference.routing import StackKey
@@ -33,9 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx-fused", "onnx-swappable")
 DEVICES = ("auto", "cpu", "cuda")
-SWAPPABLE_ARTIFACT, FUSED_ARTIFACT = "onnx-swappable", "onnx-fused"
 PRECISION_ORDER = ("fp32", "fp16", "int8")  # preferred first, when several exports of one stack exist
 
 
@@ -93,7 +92,7 @@ def max_positions(info: BaseModelInfo) -> int:
 class TorchBackend:
     """The base encoder in torch, adapters applied per row from the bank."""
 
-    name = "torch"
+    name = TORCH_BACKEND
 
     def __init__(self, info: BaseModelInfo, device: torch.device, threads: int | None = None) -> None:
         from transformers import AutoModel
@@ -146,14 +145,14 @@ def _ort_device(device: torch.device) -> str:
 
 
 def _precision_rank(candidate: Candidate) -> int:
-    precision = str(candidate.manifest.extra.get("precision", "fp32"))
+    precision = candidate.manifest.precision or "fp32"
     return PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else len(PRECISION_ORDER)
 
 
 class SwappableBackend:
     """The swappable ONNX graph: bank tensors as graph inputs, per-row stacks in one run; heads in torch (CPU)."""
 
-    name = "onnx-swappable"
+    name = SWAPPABLE_ARTIFACT
 
     def __init__(self, info: BaseModelInfo, device: torch.device, threads: int | None, stores: LayeredStore) -> None:
         from langadapt.export.runtime import SwappableRuntime
@@ -170,7 +169,7 @@ class SwappableBackend:
             )
         chosen = min(found, key=lambda c: (_precision_rank(c), -c.ref.version))
         manifest, folder = stores.open(chosen.ref, info.fingerprint)
-        saved = dict(manifest.extra["layout"])
+        saved = dict(manifest.layout or {})
         self.layout = BankLayout(**{**saved, "lora_matrices": tuple(saved["lora_matrices"])})
         self.runtime = SwappableRuntime(folder, device=_ort_device(device), threads=threads)  # type: ignore[arg-type]
         self.artifact = chosen.ref
@@ -207,7 +206,7 @@ class SwappableBackend:
 class FusedBackend(TorchBackend):
     """Fused ONNX sessions for stacks exported as such; the torch bank path for the others."""
 
-    name = "onnx-fused"
+    name = FUSED_ARTIFACT
 
     def __init__(
         self,
@@ -271,15 +270,15 @@ class FusedBackend(TorchBackend):
             m = c.manifest
             if m.artifact != FUSED_ARTIFACT or m.base_fingerprint != self.info.fingerprint:
                 continue
-            roles = {row.get("role"): row for row in m.extra.get("sources", [])}
+            roles = {row.role: row for row in m.sources or []}
             task, language = roles.get("task"), roles.get("language")
             if task is None:
                 continue
             signature = (
-                task["id"],
-                task["version"],
-                language["id"] if language else None,
-                language["version"] if language else None,
+                task.id,
+                task.version,
+                language.id if language else None,
+                language.version if language else None,
             )
             index.setdefault(signature, []).append(c)
         self._index = index
@@ -299,10 +298,10 @@ def create_backend(
     name: str, info: BaseModelInfo, device: torch.device, threads: int | None, stores: LayeredStore
 ) -> Backend:
     """The backend called `name` for a resolved base model on `device`, reading exports from `stores`."""
-    if name == "torch":
+    if name == TorchBackend.name:
         return TorchBackend(info, device, threads)
-    if name == "onnx-swappable":
+    if name == SwappableBackend.name:
         return SwappableBackend(info, device, threads, stores)
-    if name == "onnx-fused":
+    if name == FusedBackend.name:
         return FusedBackend(info, device, threads, stores)
     raise LangadaptError(f"unknown backend {name!r}", f"choose one of {', '.join(BACKENDS)}")

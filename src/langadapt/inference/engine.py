@@ -38,11 +38,12 @@ from langadapt.errors import StoreError
 from langadapt.inference.backends import create_backend, resolve_device
 from langadapt.inference.cache import AdapterCache, AdapterLoadError, Lease, LoadedAdapter
 from langadapt.inference.errors import ServeError
-from langadapt.inference.routing import HEAD_TYPES, LANGUAGE_TASK, TASKS, Route, Router, StackKey
+from langadapt.inference.routing import Route, Router, StackKey
 from langadapt.models.alignment import Entity, WordEncoding, decode_entities, encode_text, merge_windows
 from langadapt.models.bank import AdapterWeights
 from langadapt.models.base import load_tokenizer, resolve_base_model
 from langadapt.models.heads import Head
+from langadapt.models.kinds import LANGUAGE_TASK, SERVED_TASKS, TAGGING, TASK_HEAD_TYPES, TORCH_BACKEND
 from langadapt.models.store_view import PACKAGED, AdapterRef, defaults_root, store_view
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,10 @@ class EngineSettings:
     base: str = "embedded"  # "embedded", a model directory or a hub id
     store: str | None = None  # writable store (None: $LANGADAPT_STORE or <cache>/store)
     defaults: str | None = PACKAGED  # read-only store under it: "packaged", a directory, or None
-    backend: str = "torch"
+    backend: str = TORCH_BACKEND
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads (None: torch's default)
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = SERVED_TASKS
     fallbacks: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (language, related languages) pairs, canonical
     cache_bytes: int = 512 * 1024 * 1024
     max_rows: int = 32  # windows per forward pass
@@ -278,7 +279,7 @@ class Engine:
             length, stride = self._window_size(route)
             for t, text in enumerate(job.texts):
                 first = len(rows)
-                if route.head_type == "tagging":
+                if route.head_type == TAGGING:
                     key = (text, length, stride)
                     if key not in word_encodings:
                         word_encodings[key] = encode_text(self.tokenizer, text, length, stride)
@@ -299,7 +300,7 @@ class Engine:
         """(max_length, stride) → text → its windows as (ids, content tokens), each distinct text tokenized once."""
         wanted: dict[tuple[int, int], dict[str, None]] = {}
         for job, route in zip(jobs, routes, strict=True):
-            if route is not None and route.head_type != "tagging":
+            if route is not None and route.head_type != TAGGING:
                 wanted.setdefault(self._window_size(route), {}).update(dict.fromkeys(job.texts))
         pieces: dict[tuple[int, int], dict[str, list[tuple[list[int], int]]]] = {}
         for (length, stride), distinct in wanted.items():
@@ -443,7 +444,7 @@ class Engine:
         if manifest.task == LANGUAGE_TASK:
             return LoadedAdapter(ref, weights, None)
         head = Head.from_folder(folder)
-        expected = HEAD_TYPES.get(manifest.task)
+        expected = TASK_HEAD_TYPES.get(manifest.task)
         if expected is not None and head.head_type != expected:
             raise AdapterLoadError(ref, f"its head is {head.head_type}, a {manifest.task} adapter needs {expected}")
         if manifest.labels and list(manifest.labels) != list(head.labels):

@@ -10,7 +10,7 @@ Resolution of a request for task T in language code C:
 2. The task adapter: among the servable T adapters for L (a bank kind, base fingerprint of the loaded base,
    not refused), the conventional id `L-T` first, else the first id; its newest version.
    None for L, but a related language configured (`--fallback L=R`) has one: that one, a *fallback*.
-3. The language adapter under it: the one the task adapter's manifest records (`extra.language_adapter`, as
+3. The language adapter under it: the one the task adapter's manifest records (`language_adapter`, as
    `langadapt train task` writes it; a record of None means it was trained without one); without a record,
    the store's language (mlm) adapter for the task adapter's language. For a related-language fallback, L's
    own language adapter replaces it when the store has one (MAD-X cross-lingual transfer).
@@ -28,16 +28,13 @@ from typing import Any
 
 from langadapt.errors import LanguageCodeError
 from langadapt.inference.errors import ServeError
+from langadapt.models.kinds import ADAPTER_ARTIFACT, BANK_KINDS, LANGUAGE_TASK, SERVED_TASKS, TASK_HEAD_TYPES
 from langadapt.models.language import canonical_language, language_name
 from langadapt.models.manifest import adapter_id
 from langadapt.models.store_view import AdapterRef, Candidate, LayeredStore
 
 log = logging.getLogger(__name__)
 
-TASKS = ("ner", "sentiment", "topic")
-LANGUAGE_TASK = "mlm"
-HEAD_TYPES = {"ner": "tagging", "sentiment": "classification", "topic": "classification"}
-BANK_KINDS = frozenset({"seq_bn", "seq_bn_inv", "lora"})
 DEFAULT_MAX_LENGTH = 128
 DEFAULT_STRIDE = 32
 RESOLVE_CACHE_SIZE = 4096
@@ -120,7 +117,7 @@ class RouteTable:
     fingerprint: str | None
     refused: Mapping[AdapterRef, str] = field(default_factory=dict)
     fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    tasks: Sequence[str] = TASKS
+    tasks: Sequence[str] = SERVED_TASKS
     generation: int = 0
 
     def __post_init__(self) -> None:
@@ -151,12 +148,12 @@ class RouteTable:
     def servable(self, c: Candidate) -> bool:
         """Whether the bank can serve this version on the loaded base, and it was not refused."""
         m = c.manifest
-        if c.ref in self.refused or m.kind not in BANK_KINDS or m.artifact != "adapter":
+        if c.ref in self.refused or m.kind not in BANK_KINDS or m.artifact != ADAPTER_ARTIFACT:
             return False
         if self.fingerprint is not None and m.base_fingerprint != self.fingerprint:
             return False
-        if m.task in HEAD_TYPES:
-            return m.head_type in (None, HEAD_TYPES[m.task])
+        if m.task in TASK_HEAD_TYPES:
+            return m.head_type in (None, TASK_HEAD_TYPES[m.task])
         return m.task == LANGUAGE_TASK
 
     def languages(self, task: str) -> list[str]:
@@ -247,16 +244,15 @@ class RouteTable:
         lang_ref, lang_reason = self._language_adapter(chosen, language if reason == RELATED_LANGUAGE else None)
         if reason is None:
             reason = lang_reason
-        extra = manifest.extra
         return Route(
             task=task,
             language=language,
             key=StackKey(task=chosen.ref, language=lang_ref),
             adapter_language=adapter_language,
             labels=tuple(manifest.labels),
-            head_type=manifest.head_type or HEAD_TYPES[task],
-            max_length=_positive_int(extra.get("max_length"), DEFAULT_MAX_LENGTH),
-            stride=_non_negative_int(extra.get("stride"), DEFAULT_STRIDE),
+            head_type=manifest.head_type or TASK_HEAD_TYPES[task],
+            max_length=manifest.max_length if manifest.max_length is not None else DEFAULT_MAX_LENGTH,
+            stride=manifest.stride if manifest.stride is not None else DEFAULT_STRIDE,
             fallback_reason=reason,
         )
 
@@ -266,15 +262,12 @@ class RouteTable:
             own = self._language_adapters.get(target)
             if own:
                 return own[0].ref, None
-        extra = task_adapter.manifest.extra
-        if "language_adapter" in extra:
-            recorded = extra["language_adapter"]
-            if not recorded:
+        if task_adapter.manifest.records_language_adapter:
+            recorded = task_adapter.manifest.language_adapter
+            if recorded is None:
                 return None, NO_LANGUAGE_ADAPTER
-            rec_id, rec_version = recorded.get("id"), recorded.get("version")
-            versions = [
-                c for c in self._by_id.get(str(rec_id), []) if self.servable(c) and c.manifest.task == LANGUAGE_TASK
-            ]
+            rec_id, rec_version = recorded.id, recorded.version
+            versions = [c for c in self._by_id.get(rec_id, []) if self.servable(c) and c.manifest.task == LANGUAGE_TASK]
             exact = [c for c in versions if c.ref.version == rec_version]
             if exact:
                 return exact[0].ref, None
@@ -310,14 +303,6 @@ def _name(code: str) -> str:
         return code
 
 
-def _positive_int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
-
-
-def _non_negative_int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
-
-
 class Router:
     """The current `RouteTable`, rebuilt when the writable store's generation moves or a version is refused."""
 
@@ -327,7 +312,7 @@ class Router:
         fingerprint: str | None,
         *,
         fallbacks: Mapping[str, tuple[str, ...]] | None = None,
-        tasks: Sequence[str] = TASKS,
+        tasks: Sequence[str] = SERVED_TASKS,
     ) -> None:
         self.stores = stores
         self.fingerprint = fingerprint

@@ -2,8 +2,9 @@
 
 Module map: `formats` (formats, rows, positions, added columns) · `readers` (streaming readers that resume at
 a byte offset) · `writers` (chunk files and their assembly) · `labeller` (a chunk through `Engine.run`) ·
-`checkpoint` (atomic chunks and the checkpoint) · `job` (the job: resume, commit, finish) · `ray_data` (the same
-job on Ray Data) · `cli_label` (the command).
+`checkpoint` (atomic chunks and the checkpoint) · `options` (what a job is asked to do) · `runners` (where
+chunks are labelled: the interface and the local runner) · `ray_data` (the Ray Data runner) · `job` (the job:
+resume, commit, finish) · `cli_label` (the command).
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from typing import Any
 __all__ = ["LabelJob", "LabelOptions"]
 
 
-def __getattr__(name: str) -> Any:  # the job imports the engine (torch): only when asked for
-    if name in __all__:
-        from langadapt.label import job
+def __getattr__(name: str) -> Any:  # both import the engine (torch): only when asked for
+    if name == "LabelJob":
+        from langadapt.label.job import LabelJob
 
-        return getattr(job, name)
+        return LabelJob
+    if name == "LabelOptions":
+        from langadapt.label.options import LabelOptions
+
+        return LabelOptions
     raise AttributeError(name)

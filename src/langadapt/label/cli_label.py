@@ -13,6 +13,7 @@ import typer
 
 from langadapt.console import JsonFlag, StoreOption, emit
 from langadapt.label.formats import INPUT_FORMATS, OUTPUT_FORMATS
+from langadapt.models.kinds import BACKENDS, SERVED_TASKS, TORCH_BACKEND
 
 __all__ = ["label", "register"]
 
@@ -20,7 +21,9 @@ __all__ = ["label", "register"]
 def label(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Corpus file to label.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where the labelled rows go.")],
-    task: Annotated[str, typer.Option("--task", help="ner, sentiment, topic, or several: ner,sentiment.")],
+    task: Annotated[
+        str, typer.Option("--task", help=f"{', '.join(SERVED_TASKS)}, or several: {','.join(SERVED_TASKS[:2])}.")
+    ],
     lang: Annotated[str | None, typer.Option("--lang", help="Language of every text (yo, yor, yor_Latn...).")] = None,
     lang_column: Annotated[
         str | None, typer.Option("--lang-column", help="Column holding each row's language code.")
@@ -42,7 +45,9 @@ def label(
     defaults: Annotated[
         bool, typer.Option("--defaults/--no-defaults", help="Use the packaged default adapters under the store.")
     ] = True,
-    backend: Annotated[str, typer.Option("--backend", help="Inference backend (as `langadapt serve`).")] = "torch",
+    backend: Annotated[str, typer.Option("--backend", help=f"Inference backend: {', '.join(BACKENDS)}.")] = (
+        TORCH_BACKEND
+    ),
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="Torch threads (default: torch's).")] = None,
     chunk_rows: Annotated[
@@ -71,7 +76,8 @@ def label(
 
     Rows that cannot be labelled keep null labels, say why in label_error, and are listed in the errors file.
     """
-    from langadapt.label.job import LabelJob, LabelOptions
+    from langadapt.label.job import LabelJob
+    from langadapt.label.options import LabelOptions
 
     options = LabelOptions(
         input=input_path,

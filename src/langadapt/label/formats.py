@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from langadapt.errors import LangadaptError
+from langadapt.models.kinds import TAGGING, TASK_HEAD_TYPES
 
 INPUT_FORMATS = ("jsonl", "csv", "tsv", "parquet", "conll", "txt")
 OUTPUT_FORMATS = ("jsonl", "csv", "tsv", "parquet", "conll")
@@ -26,7 +27,9 @@ SUFFIXES = {
     ".text": "txt",
 }
 ERROR_COLUMN = "label_error"
-NER = "ner"
+# Labelling writes the entities (and the CoNLL tag column) of one tagging task: the registry's only one.
+(NER,) = (task for task, head_type in TASK_HEAD_TYPES.items() if head_type == TAGGING)
+ENTITIES_COLUMN = f"{NER}_entities"
 
 
 def format_of(path: Path) -> str | None:
@@ -63,8 +66,8 @@ def output_format(path: Path, requested: str, source: str, tasks: tuple[str, ...
         fmt = named if named in OUTPUT_FORMATS else ("jsonl" if source == "txt" else source)
     if fmt == "conll" and NER not in tasks:
         raise LangadaptError(
-            "CoNLL output holds one predicted tag per token: it needs --task ner",
-            "add ner to --task, or write jsonl, csv, tsv or parquet",
+            f"CoNLL output holds one predicted tag per token: it needs --task {NER}",
+            f"add {NER} to --task, or write jsonl, csv, tsv or parquet",
         )
     return fmt
 
@@ -73,7 +76,7 @@ def added_columns(tasks: tuple[str, ...]) -> list[str]:
     """The columns labelling adds, in order: per classification task label, score and scores; NER entities."""
     names: list[str] = []
     for task in tasks:
-        names.extend(["ner_entities"] if task == NER else [f"{task}_label", f"{task}_score", f"{task}_scores"])
+        names.extend([ENTITIES_COLUMN] if task == NER else [f"{task}_label", f"{task}_score", f"{task}_scores"])
     return [*names, ERROR_COLUMN]
 
 

@@ -16,135 +16,25 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import IO, Any
 
 from langadapt.errors import LangadaptError
-from langadapt.inference.engine import EngineSettings
 from langadapt.inference.errors import ServeError
-from langadapt.inference.routing import TASKS, Route
 from langadapt.label.checkpoint import Checkpoint, Partial, input_fingerprint, write_json
 from langadapt.label.formats import Labels, Position, Row, input_format, output_format
+from langadapt.label.options import LabelOptions
+from langadapt.label.ray_data import RayRunner
 from langadapt.label.readers import Reader, reader_for
+from langadapt.label.runners import ChunkResult, LocalRunner, Runner
 from langadapt.label.writers import Writer
-from langadapt.models.store_view import PACKAGED
+from langadapt.models.kinds import SERVED_TASKS
 from langadapt.paths import atomic_write
+
+__all__ = ["PAUSE_ENV", "RESTART_HINT", "LabelJob"]
 
 PAUSE_ENV = "LANGADAPT_LABEL_PAUSE"  # test hook: seconds to sleep at each commit step (makes kill timing easy)
 RESTART_HINT = "rerun with --restart to discard it and label from the start, or write to another -o path"
-
-
-@dataclass(frozen=True)
-class LabelOptions:
-    """Everything a labelling job needs; the CLI fills it from its flags."""
-
-    input: Path
-    output: Path
-    tasks: tuple[str, ...]
-    lang: str | None = None
-    lang_column: str | None = None
-    text_column: str = "text"
-    input_format: str = "auto"
-    output_format: str = "auto"
-    base: str = "embedded"
-    store: str | None = None
-    defaults: str | None = PACKAGED
-    backend: str = "torch"
-    device: str = "auto"
-    threads: int | None = None
-    chunk_rows: int = 1000
-    errors: Path | None = None
-    restart: bool = False
-    progress: bool | None = None  # None: when stderr is a terminal
-    ray: bool = False
-    ray_address: str | None = None  # None: start a local Ray (or join $RAY_ADDRESS)
-    ray_actors: int = 2
-
-    @property
-    def errors_path(self) -> Path:
-        return self.errors or self.output.with_name(self.output.name + ".errors.jsonl")
-
-    @property
-    def summary_path(self) -> Path:
-        return self.output.with_name(self.output.name + ".summary.json")
-
-    def settings(self) -> EngineSettings:
-        return EngineSettings(
-            base=self.base,
-            store=self.store,
-            defaults=self.defaults,
-            backend=self.backend,
-            device=self.device,
-            threads=self.threads,
-            tasks=self.tasks,
-        )
-
-
-@dataclass
-class ChunkResult:
-    """One chunk, labelled: its rows and labels, the input position after it, adapters used, blank lines seen."""
-
-    rows: list[Row]
-    labels: list[Labels]
-    position: Position
-    adapters: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    blank_lines: int = 0
-
-
-class Runner:
-    """Where chunks are labelled: here (one engine) or on Ray Data (an engine per actor)."""
-
-    fingerprint: str
-    store_root: Path
-    stats: dict[str, Any]  # what the summary reports about the runner
-
-    def resolve(self, task: str, lang: str) -> Route:
-        raise NotImplementedError
-
-    def chunks(self, reader: Reader, start: Position, options: LabelOptions, lang: str | None) -> Iterator[ChunkResult]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release what the runner holds."""
-
-
-def adapter_record(route: Route) -> dict[str, Any]:
-    """How a checkpoint and the summary record the stack that labelled a (task, language)."""
-    return {"stack": str(route.key), **route.stack_dict()}
-
-
-class LocalRunner(Runner):
-    """Labels chunks in this process with one engine."""
-
-    def __init__(self, settings: EngineSettings) -> None:
-        from langadapt.inference.engine import Engine
-
-        self.engine = Engine(settings)
-        self.stats = {}
-        self.fingerprint = self.engine.info.fingerprint
-        self.store_root = self.engine.stores.writable.root
-
-    def resolve(self, task: str, lang: str) -> Route:
-        return self.engine.resolve(task, lang)
-
-    def chunks(self, reader: Reader, start: Position, options: LabelOptions, lang: str | None) -> Iterator[ChunkResult]:
-        from langadapt.label.labeller import Labeller
-
-        labeller = Labeller(self.engine, options.tasks, lang)
-        rows: list[Row] = []
-        position, blank = start, 0
-        for row, position in reader.rows(start):
-            rows.append(row)
-            if len(rows) == options.chunk_rows:
-                labels = labeller.label(rows)
-                used = {k: adapter_record(r) for k, r in labeller.routes.used.items()}
-                yield ChunkResult(rows, labels, position, used, reader.blank_lines - blank)
-                rows, blank = [], reader.blank_lines
-        labels = labeller.label(rows) if rows else []
-        used = {k: adapter_record(r) for k, r in labeller.routes.used.items()}
-        yield ChunkResult(rows, labels, position, used, reader.blank_lines - blank)
 
 
 def _pause() -> None:
@@ -169,10 +59,10 @@ class LabelJob:
     def _validate(self) -> tuple[str, str]:
         o = self.options
         if not o.tasks:
-            raise LangadaptError("no task given", f"pass --task with one or more of {', '.join(TASKS)}")
-        unknown = [t for t in o.tasks if t not in TASKS]
+            raise LangadaptError("no task given", f"pass --task with one or more of {', '.join(SERVED_TASKS)}")
+        unknown = [t for t in o.tasks if t not in SERVED_TASKS]
         if unknown or len(set(o.tasks)) != len(o.tasks):
-            raise LangadaptError(f"bad --task {','.join(o.tasks)!r}", f"tasks are {', '.join(TASKS)}, each once")
+            raise LangadaptError(f"bad --task {','.join(o.tasks)!r}", f"tasks are {', '.join(SERVED_TASKS)}, each once")
         if (o.lang is None) == (o.lang_column is None):
             raise LangadaptError(
                 "say which language the texts are in", "give --lang CODE (one language) or --lang-column COLUMN"
@@ -323,8 +213,6 @@ class LabelJob:
     def _runner(self) -> Runner:
         o = self.options
         if o.ray:
-            from langadapt.label.ray_data import RayRunner
-
             return RayRunner(o.settings(), address=o.ray_address, actors=o.ray_actors)
         return LocalRunner(o.settings())
 

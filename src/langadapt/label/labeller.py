@@ -14,7 +14,7 @@ from langadapt.errors import LanguageCodeError
 from langadapt.inference.engine import Engine, Job, TextResult
 from langadapt.inference.errors import ServeError
 from langadapt.inference.routing import Route
-from langadapt.label.formats import ERROR_COLUMN, NER, Labels, Row, added_columns
+from langadapt.label.formats import ENTITIES_COLUMN, ERROR_COLUMN, NER, Labels, Row, added_columns
 from langadapt.models.language import canonical_language
 
 DIGITS = 6  # scores are written rounded: enough for any use, and stable across batchings
@@ -33,7 +33,7 @@ def result_values(task: str, result: TextResult) -> dict[str, Any]:
     """One task's output columns for one text."""
     if task == NER:
         return {
-            "ner_entities": [
+            ENTITIES_COLUMN: [
                 {"type": e.type, "text": e.text, "start": e.start, "end": e.end, "score": round(e.score, DIGITS)}
                 for e in result.entities
             ]

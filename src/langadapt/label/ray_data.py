@@ -23,8 +23,9 @@ from langadapt.errors import LangadaptError
 from langadapt.inference.engine import EngineSettings
 from langadapt.inference.routing import Route
 from langadapt.label.formats import Position
-from langadapt.label.job import ChunkResult, LabelOptions, Runner, adapter_record
+from langadapt.label.options import LabelOptions
 from langadapt.label.readers import Reader
+from langadapt.label.runners import ChunkResult, Runner, adapter_record
 
 READ_CPUS = 0.25  # a read task parses text: a fraction of a CPU
 

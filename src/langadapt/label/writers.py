@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from langadapt.label.formats import ERROR_COLUMN, NER, Labels, Row, added_columns
+from langadapt.label.formats import ENTITIES_COLUMN, ERROR_COLUMN, NER, Labels, Row, added_columns
 
 COPY_BUFFER = 1 << 20
 UNLABELLED_TAG = "_"
@@ -129,7 +129,7 @@ class Writer:
             text = row.text if row.text is not None else fields.get(self.text_column)
             found = list(_TOKEN.finditer(text)) if isinstance(text, str) else []
             tokens, spans, columns = [m.group() for m in found], [m.span() for m in found], [[] for _ in found]
-        entities = labels.values.get("ner_entities")
+        entities = labels.values.get(ENTITIES_COLUMN)
         tags = _tags(spans, entities) if entities is not None else [UNLABELLED_TAG] * len(tokens)
         lines = [f"{p}\n" for p in fields.get("conll_prefix") or []]
         if lines:
@@ -219,7 +219,7 @@ class _TsvWriter:
 def _added_type(name: str) -> Any:
     import pyarrow as pa
 
-    if name == "ner_entities":
+    if name == ENTITIES_COLUMN:
         entity = pa.struct(
             [
                 ("type", pa.string()),

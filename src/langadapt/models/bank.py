@@ -36,6 +36,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from langadapt.models.kinds import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
 __all__ = [
     "BARE_INDEX",
     "LANGUAGE_SLOT",
@@ -235,13 +237,13 @@ class AdapterWeights:
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        weights = folder / "adapter.safetensors"
+        weights = folder / ADAPTER_WEIGHTS
         if not weights.is_file():
             hint = "re-save it with model.save_adapter(folder, name, use_safetensors=True)"
             if (folder / "pytorch_adapter.bin").exists():
                 raise FileNotFoundError(f"{folder} holds only a pickle file, which is never loaded; {hint}")
-            raise FileNotFoundError(f"no adapter.safetensors in {folder}; {hint}")
-        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+            raise FileNotFoundError(f"no {ADAPTER_WEIGHTS} in {folder}; {hint}")
+        config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
         return cls.from_state_dict(load_file(str(weights)), config)
 
     @property

@@ -16,10 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from langadapt.errors import StoreError
-
-HEAD_CONFIG = "head_config.json"
-HEAD_WEIGHTS = "model_head.safetensors"
-HEAD_TYPES = ("classification", "tagging")
+from langadapt.models.kinds import HEAD_CONFIG, HEAD_TYPES, HEAD_WEIGHTS, LABEL_HEAD_TYPES
 
 ACTIVATIONS = {
     "tanh": torch.tanh,
@@ -67,8 +64,10 @@ class Head:
     def from_state_dict(cls, config: dict, state: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> Head:
         """Build a head from its `adapters` head config and a state dict keyed `heads.<name>.<index>.weight`."""
         head_type = config.get("head_type")
-        if head_type not in HEAD_TYPES:
-            raise StoreError(f"unsupported head type {head_type!r}", f"supported head types: {', '.join(HEAD_TYPES)}")
+        if head_type not in LABEL_HEAD_TYPES:
+            raise StoreError(
+                f"unsupported head type {head_type!r}", f"supported head types: {', '.join(LABEL_HEAD_TYPES)}"
+            )
         if config.get("use_pooler"):
             raise StoreError("heads that read the pooler output are not supported", "train with use_pooler=False")
         label2id: dict[str, int] = config.get("label2id") or {f"LABEL_{i}": i for i in range(config["num_labels"])}
@@ -89,7 +88,7 @@ class Head:
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits: `[B, C]` from the first token for classification, `[B, T, C]` for tagging."""
-        x = hidden[:, 0] if self.head_type == "classification" else hidden
+        x = hidden if HEAD_TYPES[self.head_type].per_token else hidden[:, 0]
         act = ACTIVATIONS[self.activation] if self.activation else None
         for i, (weight, bias) in enumerate(self.layers):
             x = torch.nn.functional.linear(x.to(weight.dtype), weight, bias)

@@ -1,22 +1,35 @@
-"""The manifest that describes one published adapter version in the store."""
+"""The manifest that describes one published adapter version in the store.
+
+Fields code reads are typed. Some of them (the stacked language adapter, reading window, export precision,
+sources and bank layout) began as untyped entries of `extra`, and they are still written there, in the JSON
+(so manifests written now read in older versions, whose manifest forbids unknown fields, and the packaged
+defaults read unchanged); reading moves them from `extra` to their typed fields.
+"""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from langadapt.models.kinds import ADAPTER_ARTIFACT, HEAD_TYPES, MODEL_KINDS, TASKS
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 LANGUAGE_PATTERN = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 ANY_LANGUAGE = "any"
-
-TASKS = ("mlm", "topic", "sentiment", "ner")
-KINDS = ("seq_bn", "seq_bn_inv", "lora", "full")
-HEAD_TYPES = ("classification", "tagging", "masked_lm")
 
 
 def check_id(value: str) -> str:
@@ -54,6 +67,38 @@ class TrainingInfo(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="hyper-parameters (lr, batch size, ...)")
 
 
+class AdapterVersion(BaseModel):
+    """Another stored adapter version a manifest refers to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="store id")
+    version: int | None = Field(default=None, ge=0, description="its version; None: the newest")
+
+
+class SourceAdapter(AdapterVersion):
+    """One adapter an exported graph was built from, and its place in the stack."""
+
+    role: Literal["language", "task"] = Field(description="`language` (under) or `task` (on top)")
+    kind: str = Field(description="its adapter kind")
+
+
+# The typed fields written inside `extra` in the JSON (see the module docstring), in that order.
+EXTRA_FIELDS = ("language_adapter", "max_length", "stride", "majority_label", "precision", "sources", "layout")
+# TODO(issue 10): training/task_adapter.py (max_length, stride, majority_label) and export/cli_export.py
+# (language_adapter, precision, sources) still read these from `extra`: keep a copy there until they read the fields.
+MIRRORED_IN_EXTRA = ("language_adapter", "max_length", "stride", "majority_label", "precision", "sources")
+
+
+def _plain(value: Any, mode: str) -> Any:
+    """A field value as the JSON holds it."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode=mode)
+    if isinstance(value, list):
+        return [_plain(v, mode) for v in value]
+    return value
+
+
 class Manifest(BaseModel):
     """What one adapter version is, what it was trained on, and the sha256 of each of its files."""
 
@@ -61,11 +106,11 @@ class Manifest(BaseModel):
 
     id: str = Field(description="store id, e.g. `yor_Latn-ner` or `yor_Latn-mlm-seq_bn`")
     language: str | None = Field(description="canonical `xxx_Scrp` code; None for language-agnostic")
-    task: str = Field(description="`mlm`, `topic`, `sentiment`, `ner` or another short slug")
-    kind: str = Field(description="`seq_bn`, `seq_bn_inv`, `lora`, `full` or an artifact kind like `onnx-fused`")
+    task: str = Field(description=f"{', '.join(TASKS)} or another short slug")
+    kind: str = Field(description=f"{', '.join(MODEL_KINDS)} or an artifact kind like `onnx-fused`")
     version: int = Field(default=0, ge=0, description="set by the store at publish; 0 before")
     labels: list[str] = Field(default_factory=list, description="label names in head output order")
-    head_type: str | None = Field(default=None, description="`classification`, `tagging`, `masked_lm` or None")
+    head_type: str | None = Field(default=None, description=f"{', '.join(HEAD_TYPES)} or None")
     base_model: str = Field(description="hub id or local path of the base model")
     base_fingerprint: str = Field(min_length=1, description="fingerprint of the base model's weights")
     adapter_config: dict[str, Any] = Field(default_factory=dict, description="the adapter library's config")
@@ -73,8 +118,59 @@ class Manifest(BaseModel):
     training: TrainingInfo = Field(default_factory=TrainingInfo)
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc), description="UTC")
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256; set by the store")
-    artifact: str = Field(default="adapter", description="`adapter`, or what else the folder holds")
+    artifact: str = Field(default=ADAPTER_ARTIFACT, description="what the folder holds: a registered artifact kind")
     extra: dict[str, Any] = Field(default_factory=dict, description="anything else worth keeping")
+
+    # Task adapters: how training read the texts, and the language adapter it trained under.
+    language_adapter: AdapterVersion | None = Field(
+        default=None,
+        exclude=True,
+        description="the language adapter a task adapter was trained stacked on; None also when trained without "
+        "one (`records_language_adapter` tells the two apart)",
+    )
+    max_length: int | None = Field(default=None, ge=1, exclude=True, description="tokens per input (per window)")
+    stride: int | None = Field(default=None, ge=0, exclude=True, description="tokens neighbouring windows share")
+    majority_label: str | None = Field(default=None, exclude=True, description="the training set's majority label")
+    # Exported graphs: what they compute in, what they were built from, the bank layout of a swappable graph.
+    precision: str | None = Field(default=None, exclude=True, description="`fp32`, `fp16` or `int8`")
+    sources: list[SourceAdapter] | None = Field(
+        default=None, exclude=True, description="a fused graph's adapters, in stack order"
+    )
+    layout: dict[str, Any] | None = Field(
+        default=None, exclude=True, description="a swappable graph's bank layout (`models.bank.BankLayout` fields)"
+    )
+
+    @property
+    def records_language_adapter(self) -> bool:
+        """Whether the manifest says which language adapter (or none) its task adapter was trained with."""
+        return "language_adapter" in self.model_fields_set
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_from_extra(cls, data: Any) -> Any:
+        """Read the typed fields that `extra` holds (as written, and as older manifests hold them)."""
+        if not isinstance(data, dict) or not isinstance(data.get("extra"), dict):
+            return data
+        extra = dict(data["extra"])
+        moved = {key: extra.pop(key) for key in EXTRA_FIELDS if key in extra}
+        return {**data, **{k: v for k, v in moved.items() if k not in data}, "extra": extra}
+
+    @model_validator(mode="after")
+    def _mirror_in_extra(self) -> Manifest:
+        """Keep the copies in `extra` that modules not yet reading the typed fields look for."""
+        for key in MIRRORED_IN_EXTRA:
+            if key in self.model_fields_set:
+                self.extra[key] = _plain(getattr(self, key), "json")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _typed_into_extra(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        """Write the typed fields that were set inside `extra`, where older readers expect them."""
+        data: dict[str, Any] = handler(self)
+        if "extra" in data:
+            typed = {key: _plain(getattr(self, key), info.mode) for key in EXTRA_FIELDS if key in self.model_fields_set}
+            data["extra"] = {**data["extra"], **typed}
+        return data
 
     @field_validator("id")
     @classmethod

@@ -19,6 +19,17 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from langadapt.errors import LangadaptError, StoreError
 from langadapt.models.base import quiet_transformers
+from langadapt.models.kinds import (
+    ADAPTER_WEIGHTS,
+    CLASSIFICATION,
+    DEFAULT_KIND,
+    FULL_KIND,
+    FULL_MODEL_WEIGHTS,
+    HEAD_WEIGHTS,
+    LANGUAGE_TASK,
+    TASK_HEAD_TYPES,
+    get_kind,
+)
 
 if TYPE_CHECKING:
     from langadapt.models.base import BaseModelInfo
@@ -26,10 +37,6 @@ if TYPE_CHECKING:
     from langadapt.models.store import AdapterStore
 
 __all__ = [
-    "ADAPTER_WEIGHTS",
-    "FULL_MODEL_WEIGHTS",
-    "HEAD_TYPES",
-    "HEAD_WEIGHTS",
     "activate",
     "add_head",
     "add_task_adapter",
@@ -45,11 +52,6 @@ __all__ = [
     "save_task_adapter",
 ]
 
-HEAD_TYPES = {"topic": "classification", "sentiment": "classification", "ner": "tagging"}
-ADAPTER_WEIGHTS = "adapter.safetensors"
-HEAD_WEIGHTS = "model_head.safetensors"
-FULL_MODEL_WEIGHTS = "model.safetensors"
-FULL_KIND = "full"
 BASE_ATTRIBUTE = "langadapt_base"  # the BaseModelInfo a model was built from, kept on the model
 
 
@@ -81,10 +83,8 @@ def module_name(adapter_id: str) -> str:
     return adapter_id.replace(".", "_")
 
 
-def add_task_adapter(model: Any, name: str, kind: str = "seq_bn", **overrides: Any) -> Any:
+def add_task_adapter(model: Any, name: str, kind: str = DEFAULT_KIND, **overrides: Any) -> Any:
     """Add a fresh adapter of `kind` (paper defaults, plus overrides) named `name`; return its config."""
-    from langadapt.models.kinds import get_kind
-
     config = get_kind(kind).build_config(**overrides)
     model.add_adapter(name, config=config)
     return config
@@ -96,16 +96,16 @@ def add_head(model: Any, name: str, task: str, labels: Sequence[str]) -> str:
     Topic and sentiment get the `adapters` classification head (two layers on the first token), NER a tagging
     head (one linear layer per token).
     """
-    if task not in HEAD_TYPES:
-        raise ValueError(f"no head for task {task!r}; expected one of {sorted(HEAD_TYPES)}")
+    if task not in TASK_HEAD_TYPES:
+        raise ValueError(f"no head for task {task!r}; expected one of {sorted(TASK_HEAD_TYPES)}")
     if len(labels) < 2:
         raise LangadaptError(
             f"the {task} head needs at least 2 labels, got {list(labels)}",
             "check the training file's label column",
         )
     id2label = dict(enumerate(labels))
-    head_type = HEAD_TYPES[task]
-    if head_type == "classification":
+    head_type = TASK_HEAD_TYPES[task]
+    if head_type == CLASSIFICATION:
         model.add_classification_head(name, num_labels=len(labels), id2label=id2label)
     else:
         model.add_tagging_head(name, num_labels=len(labels), id2label=id2label)
@@ -171,7 +171,7 @@ def load_language_adapter(
     Its LM head is left out unless `with_head`: stacked under a task adapter it is never used.
     """
     manifest, folder = _open_verified(store, adapter_id, version, base_info(model, info))
-    if manifest.task != "mlm":
+    if manifest.task != LANGUAGE_TASK:
         raise LangadaptError(
             f"{manifest.id} is a {manifest.task} adapter, not a language (mlm) adapter",
             "pass the id of an adapter trained with `langadapt train lang`",
@@ -225,14 +225,15 @@ def load_stack(
 ) -> tuple[Manifest, Manifest | None]:
     """Load a task adapter plus the language adapter it was trained on (or the one given), and activate both.
 
-    A task adapter trained stacked records its language adapter in `manifest.extra["language_adapter"]`.
+    A task adapter trained stacked records its language adapter in `manifest.language_adapter`.
     """
     task_manifest = load_task_adapter(model, store, adapter_id, version)
     lang_manifest = None
-    recorded = task_manifest.extra.get("language_adapter") or {}
-    lang_id = language_adapter or recorded.get("id")
+    recorded = task_manifest.language_adapter
+    lang_id, lang_version = language_adapter, language_version
+    if not language_adapter and recorded is not None:
+        lang_id, lang_version = recorded.id, language_version or recorded.version
     if lang_id:
-        lang_version = language_version if language_adapter else (language_version or recorded.get("version"))
         lang_manifest = load_language_adapter(model, store, lang_id, lang_version)
     if task_manifest.kind == FULL_KIND:
         model.active_adapters = None

@@ -35,6 +35,14 @@ from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from langadapt.errors import AdapterNotFoundError, FingerprintMismatchError, StoreError
+from langadapt.models.kinds import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    HEAD_CONFIG,
+    HEAD_WEIGHTS,
+    LANGUAGE_TASK,
+    MANIFEST_FILE,
+)
 from langadapt.models.manifest import Manifest, adapter_id, check_id, check_relative_path
 from langadapt.paths import atomic_write, default_store_dir, fsync_dir
 
@@ -43,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
 GENERATION_FILE = "GENERATION"
 ADAPTERS_DIR = "adapters"
 STAGING_DIR = ".staging"
@@ -57,10 +64,10 @@ SAFETENSORS_HINT = (
 )
 # Names of the adapter weights file, in the order `load_tensors` looks for them: the `adapters` library's
 # `save_adapter(..., use_safetensors=True)` writes `adapter.safetensors`; PEFT writes `adapter_model.safetensors`.
-WEIGHTS_FILES = ("adapter.safetensors", "adapter_model.safetensors")
+WEIGHTS_FILES = (ADAPTER_WEIGHTS, "adapter_model.safetensors")
 ADAPTERS_LIB_FILES = {  # safetensors file -> the pickle the `adapters` library writes by default instead
-    "adapter.safetensors": "pytorch_adapter.bin",
-    "model_head.safetensors": "pytorch_model_head.bin",
+    ADAPTER_WEIGHTS: "pytorch_adapter.bin",
+    HEAD_WEIGHTS: "pytorch_model_head.bin",
 }
 
 VERSION_NAME = re.compile(r"^[1-9][0-9]*$")
@@ -137,15 +144,15 @@ class AdapterStore:
         The id defaults to `adapter_id(language, task)`, plus the kind for language (`mlm`) adapters.
         """
         folder = Path(folder)
-        adapter_config = _read_json(folder / "adapter_config.json", "an adapters-library folder")
-        _require_safetensors(folder, "adapter.safetensors")
+        adapter_config = _read_json(folder / ADAPTER_CONFIG, "an adapters-library folder")
+        _require_safetensors(folder, ADAPTER_WEIGHTS)
         head_config: dict[str, Any] = {}
-        if (folder / "head_config.json").is_file():
-            head_config = _read_json(folder / "head_config.json", "an adapters-library head config")
-            _require_safetensors(folder, "model_head.safetensors")
+        if (folder / HEAD_CONFIG).is_file():
+            head_config = _read_json(folder / HEAD_CONFIG, "an adapters-library head config")
+            _require_safetensors(folder, HEAD_WEIGHTS)
         head_settings = head_config.get("config") or {}
         version = fields.pop("version", None)
-        fields.setdefault("id", adapter_id(language, task, kind if task == "mlm" else None))
+        fields.setdefault("id", adapter_id(language, task, kind if task == LANGUAGE_TASK else None))
         manifest = {
             "language": language,
             "task": task,

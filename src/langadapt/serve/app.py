@@ -34,8 +34,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from langadapt.errors import LangadaptError, LanguageCodeError
 from langadapt.inference.engine import EngineSettings
 from langadapt.inference.errors import ServeError, error_body
-from langadapt.inference.routing import HEAD_TYPES, LANGUAGE_TASK, TASKS, RouteTable
+from langadapt.inference.routing import RouteTable
 from langadapt.models.base import BaseModelInfo, resolve_base_model
+from langadapt.models.kinds import LANGUAGE_TASK, SERVED_TASKS, TAGGING, TASK_HEAD_TYPES
 from langadapt.models.language import canonical_language
 from langadapt.models.manifest import Manifest
 from langadapt.models.manifest import adapter_id as conventional_id
@@ -87,7 +88,7 @@ class ServerConfig:
 
     engine: EngineSettings
     runtime_dir: Path
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = SERVED_TASKS
     workers: int = 1  # inference worker processes per device, each serving every task
     max_batch_size: int = 16
     batch_timeout: float = 0.0
@@ -102,9 +103,9 @@ class ServerConfig:
 
 def build_server(config: ServerConfig) -> ls.LitServer:
     """The LitServer with one LitAPI for every task, the gateway middleware and the langadapt routes."""
-    unknown = [t for t in config.tasks if t not in TASKS]
+    unknown = [t for t in config.tasks if t not in SERVED_TASKS]
     if unknown or not config.tasks:
-        raise LangadaptError(f"cannot serve tasks {unknown or '(none)'}", f"choose among {', '.join(TASKS)}")
+        raise LangadaptError(f"cannot serve tasks {unknown or '(none)'}", f"choose among {', '.join(SERVED_TASKS)}")
     settings = ServeSettings(
         engine=config.engine,
         runtime_dir=str(config.runtime_dir),
@@ -172,7 +173,7 @@ def add_task_routes(server: ls.LitServer, api: InferenceAPI, tasks: tuple[str, .
             f"/v1/{task}",
             _task_endpoint(handler, task),
             methods=["POST"],
-            response_model=NerResponse if HEAD_TYPES[task] == "tagging" else ClassificationResponse,
+            response_model=NerResponse if TASK_HEAD_TYPES[task] == TAGGING else ClassificationResponse,
             responses=errors,
             summary=f"Label texts in one language with the {task} adapter stack",
             tags=["inference"],

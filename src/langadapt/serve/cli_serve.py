@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from langadapt.inference.backends import BACKENDS, DEVICES
-from langadapt.inference.routing import TASKS
+from langadapt.models.kinds import SERVED_TASKS
 from langadapt.serve.limits import Limits
 
 __all__ = ["register", "serve"]
@@ -43,7 +43,7 @@ def serve(
     device: Annotated[str, typer.Option("--device", help=f"Device: {', '.join(DEVICES)} (auto: CUDA if any).")] = (
         "auto"
     ),
-    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks to serve.")] = ",".join(TASKS),
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks to serve.")] = ",".join(SERVED_TASKS),
     workers: Annotated[
         int,
         typer.Option(

@@ -40,12 +40,13 @@ from ray.serve import Application, Deployment
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from langadapt.inference.backends import BACKENDS, DEVICES
+from langadapt.inference.backends import DEVICES
 from langadapt.inference.cache import AdapterLoadError
 from langadapt.inference.engine import Engine, EngineSettings, Job, TextResult
 from langadapt.inference.errors import ServeError, error_body
-from langadapt.inference.routing import TASKS, Router, StackKey, parse_fallbacks
+from langadapt.inference.routing import Router, StackKey, parse_fallbacks
 from langadapt.models.base import resolve_base_model
+from langadapt.models.kinds import BACKENDS, SERVED_TASKS, TAGGING, TASK_HEAD_TYPES, TORCH_BACKEND
 from langadapt.models.language import canonical_language
 from langadapt.models.store_view import PACKAGED, store_view
 from langadapt.serve.api import LANGUAGE_HEADER, response_body
@@ -82,10 +83,10 @@ class RayAppArgs(BaseModel):
     base: str = Field(default="embedded", description='"embedded", a model directory or a hub id')
     store: str | None = Field(default=None, description="writable adapter store (default: $LANGADAPT_STORE)")
     defaults: bool = Field(default=True, description="serve the packaged default adapters under the store")
-    backend: str = Field(default="torch", description=f"inference backend: {', '.join(BACKENDS)}")
+    backend: str = Field(default=TORCH_BACKEND, description=f"inference backend: {', '.join(BACKENDS)}")
     device: str = Field(default="auto", description=f"device: {', '.join(DEVICES)} or cuda:N")
     threads: int | None = Field(default=None, ge=1, description="torch threads per labeler replica")
-    tasks: str = Field(default=",".join(TASKS), description="comma-separated tasks to serve")
+    tasks: str = Field(default=",".join(SERVED_TASKS), description="comma-separated tasks to serve")
     fallback: str | list[str] = Field(
         default_factory=list, description="LANG=RELATED[,RELATED] entries (a string: separated by ';' or spaces)"
     )
@@ -111,9 +112,9 @@ class RayAppArgs(BaseModel):
     def settings(self) -> RaySettings:
         """The settings both deployments get; unknown tasks, backends, devices or fallback codes are refused."""
         tasks = tuple(t.strip() for t in self.tasks.split(",") if t.strip())
-        unknown = [t for t in tasks if t not in TASKS]
+        unknown = [t for t in tasks if t not in SERVED_TASKS]
         if unknown or not tasks:
-            raise ValueError(f"cannot serve tasks {unknown or '(none)'}: choose among {', '.join(TASKS)}")
+            raise ValueError(f"cannot serve tasks {unknown or '(none)'}: choose among {', '.join(SERVED_TASKS)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
@@ -430,7 +431,7 @@ def build_asgi_app(ingress: LangadaptIngress) -> FastAPI:
     install_error_handlers(app, settings.tasks)
     errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 504)}
     for task in settings.tasks:
-        model = NerResponse if task == "ner" else ClassificationResponse
+        model = NerResponse if TASK_HEAD_TYPES[task] == TAGGING else ClassificationResponse
         app.post(f"/v1/{task}", response_model=model, responses=errors, tags=["label"])(_label_route(ingress, task))
 
     @app.get("/health", tags=["health"])

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from langadapt.models.base import BaseModelInfo
-from langadapt.models.manifest import Manifest, adapter_id
+from langadapt.models.kinds import DEFAULT_KIND, LANGUAGE_TASK, TAGGING, TASK_HEAD_TYPES, get_kind
+from langadapt.models.manifest import AdapterVersion, Manifest, adapter_id
 from langadapt.models.store import AdapterStore
 
 LABELS: dict[str, tuple[str, ...]] = {
@@ -23,7 +24,6 @@ LABELS: dict[str, tuple[str, ...]] = {
     "sentiment": ("negative", "neutral", "positive"),
     "ner": ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-DATE", "I-DATE"),
 }
-KIND_CONFIGS = {"seq_bn": "seq_bn", "seq_bn_inv": "seq_bn_inv", "lora": "lora"}
 
 
 class AdapterFactory:
@@ -53,9 +53,9 @@ class AdapterFactory:
                     noise = torch.randn(param.shape, generator=self._generator) * self.scale
                     param.add_(noise.to(param.dtype))
 
-    def save_language_adapter(self, name: str, out_dir: Path, kind: str = "seq_bn", *, keep: bool = False) -> Path:
+    def save_language_adapter(self, name: str, out_dir: Path, kind: str = DEFAULT_KIND, *, keep: bool = False) -> Path:
         """A language (MLM) adapter's folder, without a head."""
-        self.model.add_adapter(name, config=KIND_CONFIGS[kind])
+        self.model.add_adapter(name, config=get_kind(kind).build_config())
         self._perturb(name)
         self.model.save_adapter(str(out_dir), name, with_head=False, use_safetensors=True)
         if not keep:
@@ -67,9 +67,9 @@ class AdapterFactory:
     ) -> Path:
         """A task adapter's folder with its classification or tagging head."""
         labels = labels or LABELS[task]
-        self.model.add_adapter(name, config="seq_bn")
+        self.model.add_adapter(name, config=get_kind(DEFAULT_KIND).build_config())
         id2label = dict(enumerate(labels))
-        if task == "ner":
+        if TASK_HEAD_TYPES[task] == TAGGING:
             self.model.add_tagging_head(name, num_labels=len(labels), id2label=id2label)
         else:
             self.model.add_classification_head(name, num_labels=len(labels), id2label=id2label)
@@ -84,16 +84,16 @@ class AdapterFactory:
         return out_dir
 
     def publish_language_adapter(
-        self, store: AdapterStore, language: str, kind: str = "seq_bn", *, keep: bool = False, **fields: Any
+        self, store: AdapterStore, language: str, kind: str = DEFAULT_KIND, *, keep: bool = False, **fields: Any
     ) -> Manifest:
         """Publish a random language adapter `<language>-mlm-<kind>`."""
-        ident = fields.pop("id", adapter_id(language, "mlm", kind))
+        ident = fields.pop("id", adapter_id(language, LANGUAGE_TASK, kind))
         with tempfile.TemporaryDirectory() as tmp:
             folder = self.save_language_adapter(ident.replace(".", "_"), Path(tmp), kind, keep=keep)
             return store.import_adapters_folder(
                 folder,
                 language=language,
-                task="mlm",
+                task=LANGUAGE_TASK,
                 kind=kind,
                 base_model=self.info.id,
                 base_fingerprint=self.info.fingerprint,
@@ -116,10 +116,10 @@ class AdapterFactory:
     ) -> Manifest:
         """Publish a random task adapter `<language>-<task>`, recording its language adapter like training does."""
         ident = fields.pop("id", adapter_id(language, task))
-        extra: dict[str, Any] = {"max_length": max_length, "stride": stride, **fields.pop("extra", {})}
+        typed: dict[str, Any] = {"max_length": max_length, "stride": stride}
         if record_language:
-            extra["language_adapter"] = (
-                {"id": language_adapter.id, "version": language_adapter.version} if language_adapter else None
+            typed["language_adapter"] = (
+                AdapterVersion(id=language_adapter.id, version=language_adapter.version) if language_adapter else None
             )
         with tempfile.TemporaryDirectory() as tmp:
             folder = self.save_task_adapter(ident.replace(".", "_"), task, Path(tmp), keep=keep)
@@ -127,10 +127,9 @@ class AdapterFactory:
                 folder,
                 language=language,
                 task=task,
-                kind="seq_bn",
+                kind=DEFAULT_KIND,
                 base_model=self.info.id,
                 base_fingerprint=self.info.fingerprint,
                 id=ident,
-                extra=extra,
-                **fields,
+                **{**typed, **fields},
             )

@@ -30,18 +30,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors.torch import load_file, save_file
 
 from langadapt.errors import BaseModelError, LangadaptError, StoreError
+from langadapt.models.kinds import DEFAULT_KIND, LANGUAGE_TASK, MANIFEST_FILE, MASKED_LM, get_kind
+from langadapt.training.kg import read_conceptnet_edges, verbalise
 from langadapt.training.loop import LoopConfig, LoopResult, TrainLoop, announce, load_trainable_state
+from langadapt.training.mlm_text import read_mlm_text
 from langadapt.training.pppl import PseudoPerplexity, masked_token_logits, pseudo_perplexity
+from langadapt.training.readers import read_verbalised_triples
 from langadapt.training.runs import RUN_FILE, RunRecord
 
 __all__ = [
     "ADAPTER_DIR",
     "HEAD_FILE",
-    "LANGUAGE_KINDS",
     "LanguageAdapterResult",
     "LanguageAdapterSettings",
     "MaskedLM",
@@ -59,7 +62,6 @@ __all__ = [
     "train_language_adapter",
 ]
 
-LANGUAGE_KINDS = ("seq_bn", "seq_bn_inv", "lora")
 ADAPTER_DIR = "adapter"
 WORK_DIR = "work"
 HEAD_FILE = "mlm_head.safetensors"
@@ -80,7 +82,7 @@ class LanguageAdapterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     language: str = Field(description="language code in any accepted form (yo, yor, yor_Latn); stored canonical")
-    kind: Literal["seq_bn", "seq_bn_inv", "lora"] = Field(default="seq_bn", description="adapter kind")
+    kind: str = Field(default=DEFAULT_KIND, description="adapter kind (a registered one: seq_bn, seq_bn_inv, lora)")
     text: list[Path] = Field(default_factory=list, description="text files (one sentence a line) or text tables")
     kg_edges: list[Path] = Field(default_factory=list, description="ConceptNet edge TSVs, verbalised to sentences")
     kg_triples: list[Path] = Field(default_factory=list, description="CSVs of verbalised triples (`text` column)")
@@ -112,6 +114,12 @@ class LanguageAdapterSettings(BaseModel):
     on_bad_row: Literal["error", "skip"] = Field(default="error", description="malformed rows: error or skip")
     progress: bool = Field(default=True, description="show progress bars")
     publish: bool = Field(default=True, description="publish the adapter to the store when done")
+
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, value: str) -> str:
+        """A registered adapter kind, by its registry name."""
+        return get_kind(value).name
 
     @classmethod
     def from_file(cls, path: Path, **overrides: Any) -> LanguageAdapterSettings:
@@ -250,8 +258,6 @@ def _init_fresh(model: Any, names: Sequence[str], seed: int) -> None:
 
 def _add_language_adapter(mlm: MaskedLM, name: str, kind: str, seed: int) -> dict[str, Any]:
     """Add a fresh adapter of `kind` and make it (plus the fresh head) the only trainable parameters."""
-    from langadapt.models.kinds import get_kind
-
     model = mlm.model
     config = get_kind(kind).build_config()
     torch.manual_seed(seed)  # the adapter's initial weights come from the global generator
@@ -297,9 +303,6 @@ class TrainingText:
 
 def read_training_sentences(settings: LanguageAdapterSettings, language: str) -> TrainingText:
     """Sentences from the text files, the verbalised ConceptNet edges and the verbalised triples, in that order."""
-    from langadapt.training.kg import read_conceptnet_edges, verbalise
-    from langadapt.training.readers import read_mlm_text, read_verbalised_triples
-
     sentences: list[str] = []
     skipped = 0
     counts: dict[str, int] = {}
@@ -525,12 +528,11 @@ def train_language_adapter(
     from langadapt.models.language import canonical_language
     from langadapt.models.manifest import Manifest, TrainingInfo, adapter_id
     from langadapt.models.modeling import module_name
-    from langadapt.training.readers import read_mlm_text
 
     started = time.perf_counter()
     language = canonical_language(settings.language)
     kind = settings.kind
-    aid = adapter_id(language, "mlm", kind)
+    aid = adapter_id(language, LANGUAGE_TASK, kind)
     out_dir = settings.out_dir or Path("runs") / aid
     settings = settings.model_copy(update={"out_dir": out_dir})
     announce("reading the training text")
@@ -622,9 +624,9 @@ def train_language_adapter(
     manifest = Manifest(
         id=aid,
         language=language,
-        task="mlm",
+        task=LANGUAGE_TASK,
         kind=kind,
-        head_type="masked_lm",
+        head_type=MASKED_LM,
         base_model=info.id,
         base_fingerprint=info.fingerprint,
         adapter_config=adapter_config,
@@ -645,7 +647,7 @@ def train_language_adapter(
             "history": result.history,
         },
     )
-    (adapter_dir / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    (adapter_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
     if settings.publish:
         from langadapt.models.store import AdapterStore
 
@@ -659,7 +661,7 @@ def train_language_adapter(
     run = RunRecord(
         kind_of_run="train-lang",
         language=language,
-        task="mlm",
+        task=LANGUAGE_TASK,
         variant=f"lang:{kind}",
         adapter_kind=kind,
         base_model=info.id,
@@ -704,7 +706,7 @@ def _checkpoint_step(work_dir: Path) -> int:
 def save_language_adapter(masked: MaskedLM, name: str, folder: Path) -> Path:
     """Write the adapter (no head) as the `adapters` library does, plus the fresh MLM head when there is one."""
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in (folder / HEAD_FILE, folder / "manifest.json"):
+    for stale in (folder / HEAD_FILE, folder / MANIFEST_FILE):
         stale.unlink(missing_ok=True)
     masked.model.save_adapter(str(folder), name, with_head=False, use_safetensors=True)
     if masked.fresh_head:
@@ -719,7 +721,7 @@ def load_language_adapter_mlm(
     from langadapt.models.modeling import module_name
 
     manifest, folder = store.open(adapter_id, version, expected_fingerprint=info.fingerprint)
-    if manifest.task != "mlm":
+    if manifest.task != LANGUAGE_TASK:
         raise LangadaptError(
             f"{manifest.id} is a {manifest.task} adapter, not a language (mlm) adapter",
             "pass the id of an adapter trained with `langadapt train lang`",
@@ -798,7 +800,6 @@ def evaluate_pppl(
     from langadapt.models.base import load_tokenizer, resolve_base_model
     from langadapt.models.language import canonical_language
     from langadapt.models.store import AdapterStore
-    from langadapt.training.readers import read_mlm_text
 
     started = time.perf_counter()
     adapter_store = AdapterStore(store)
@@ -834,7 +835,7 @@ def evaluate_pppl(
         RunRecord(
             kind_of_run="eval-pppl",
             language=lang,
-            task="mlm",
+            task=LANGUAGE_TASK,
             variant=f"lang:{manifest.kind}" if manifest else "base",
             adapter_kind=manifest.kind if manifest else None,
             base_model=info.id,

@@ -19,6 +19,8 @@ from seqeval.metrics import recall_score as seqeval_recall
 from seqeval.scheme import IOB2
 from sklearn.metrics import accuracy_score, f1_score
 
+from langadapt.models.kinds import TASKS
+
 __all__ = [
     "OUTSIDE",
     "SELECTION_METRICS",
@@ -32,7 +34,7 @@ __all__ = [
 
 OUTSIDE = "O"
 # The validation figure each task's best checkpoint is chosen by (higher is better for all of them).
-SELECTION_METRICS = {"topic": "macro_f1", "sentiment": "macro_f1", "ner": "f1"}
+SELECTION_METRICS = {t.name: t.selection_metric for t in TASKS.values() if t.selection_metric is not None}
 
 
 def selection_metric(task: str) -> str:

@@ -748,9 +748,10 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
     import torch
 
     from langadapt.models.base import load_tokenizer, resolve_base_model
+    from langadapt.models.kinds import FULL_KIND, TASK_HEAD_TYPES
     from langadapt.models.language import canonical_language
     from langadapt.models.manifest import Manifest, TrainingInfo, adapter_id
-    from langadapt.models.modeling import FULL_KIND, HEAD_TYPES, module_name, save_task_adapter
+    from langadapt.models.modeling import module_name, save_task_adapter
     from langadapt.models.store import AdapterStore
     from langadapt.training.loop import LoopConfig, TrainLoop, load_trainable_state
     from langadapt.training.metrics import majority_label, selection_metric
@@ -886,7 +887,7 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
         task=task,
         kind=FULL_KIND if settings.full_finetune else settings.kind,
         labels=labels,
-        head_type=HEAD_TYPES[task],
+        head_type=TASK_HEAD_TYPES[task],
         base_model=info.id,
         base_fingerprint=info.fingerprint,
         adapter_config=adapter_config,
@@ -988,9 +989,8 @@ def evaluate_task_adapter(
     overridden by `reading` (ReadOptions field names; None values are ignored).
     """
     from langadapt.models.base import load_tokenizer, resolve_base_model
+    from langadapt.models.kinds import FULL_KIND, TASK_HEAD_TYPES
     from langadapt.models.modeling import (
-        FULL_KIND,
-        HEAD_TYPES,
         drop_heads,
         load_adapter_model,
         load_stack,
@@ -1003,7 +1003,7 @@ def evaluate_task_adapter(
     _eval_options(given)  # a wrong flag value is an error before anything is loaded
     adapter_store = AdapterStore(store)
     manifest = adapter_store.get(adapter, version)
-    if manifest.task not in HEAD_TYPES:
+    if manifest.task not in TASK_HEAD_TYPES:
         raise LangadaptError(f"{manifest.id} is a {manifest.task} adapter", "pass a topic, sentiment or ner adapter")
     options = _eval_options(recorded_options(manifest) | given)
     announce(f"reading {test}")
