@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LabelJob", "LabelOptions"]
+__all__ = ["LabelJob", "LabelSettings"]
 
 
 def __getattr__(name: str) -> Any:  # the job imports the engine (torch): only when asked for

@@ -1,6 +1,6 @@
 """One labelling job: read the input in chunks, label each chunk, commit it, resume where a killed run stopped.
 
-    job = LabelJob(LabelOptions(Path("dev.txt"), Path("dev.labelled.jsonl"), ("ner", "sentiment"), lang="yo"))
+    job = LabelJob(LabelSettings(input="dev.txt", output="dev.labelled.jsonl", tasks=("ner", "sentiment"), lang="yo"))
     summary = job.run()
 
 The job refuses to resume into a partial output written by another job: the options that shape the output
@@ -21,46 +21,54 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import Field
+
 from langadapt.errors import LangadaptError
-from langadapt.inference.engine import EngineSettings
 from langadapt.inference.errors import ServeError
-from langadapt.inference.routing import TASKS, Route
+from langadapt.inference.routing import Route
+from langadapt.inference.settings import InferenceSettings
 from langadapt.label.checkpoint import Checkpoint, Partial, input_fingerprint, write_json
-from langadapt.label.formats import Labels, Position, Row, input_format, output_format
+from langadapt.label.formats import (
+    INPUT_FORMATS,
+    OUTPUT_FORMATS,
+    Labels,
+    Position,
+    Row,
+    input_format,
+    output_format,
+)
 from langadapt.label.readers import Reader, reader_for
 from langadapt.label.writers import Writer
-from langadapt.models.store_view import PACKAGED
 from langadapt.paths import atomic_write
 
 PAUSE_ENV = "LANGADAPT_LABEL_PAUSE"  # test hook: seconds to sleep at each commit step (makes kill timing easy)
 RESTART_HINT = "rerun with --restart to discard it and label from the start, or write to another -o path"
 
 
-@dataclass(frozen=True)
-class LabelOptions:
-    """Everything a labelling job needs; the CLI fills it from its flags."""
+class LabelSettings(InferenceSettings):
+    """Everything a labelling job needs: the engine's settings plus input, output and how to run; the CLI's flags."""
 
-    input: Path
-    output: Path
-    tasks: tuple[str, ...]
-    lang: str | None = None
-    lang_column: str | None = None
-    text_column: str = "text"
-    input_format: str = "auto"
-    output_format: str = "auto"
-    base: str = "embedded"
-    store: str | None = None
-    defaults: str | None = PACKAGED
-    backend: str = "torch"
-    device: str = "auto"
-    threads: int | None = None
-    chunk_rows: int = 1000
-    errors: Path | None = None
-    restart: bool = False
-    progress: bool | None = None  # None: when stderr is a terminal
-    ray: bool = False
-    ray_address: str | None = None  # None: start a local Ray (or join $RAY_ADDRESS)
-    ray_actors: int = 2
+    input: Path = Field(description="Corpus file to label.")
+    output: Path = Field(description="Where the labelled rows go.")
+    tasks: tuple[str, ...] = Field(description="ner, sentiment, topic, or several: ner,sentiment.")
+    lang: str | None = Field(default=None, description="Language of every text (yo, yor, yor_Latn...).")
+    lang_column: str | None = Field(default=None, description="Column holding each row's language code.")
+    text_column: str = Field(default="text", description="Column holding the text.")
+    input_format: str = Field(
+        default="auto", description=f"Input format: auto (by suffix), {', '.join(INPUT_FORMATS)}."
+    )
+    output_format: str = Field(
+        default="auto", description=f"Output format: auto (by suffix, else the input's), {', '.join(OUTPUT_FORMATS)}."
+    )
+    chunk_rows: int = Field(default=1000, ge=1, description="Rows per committed chunk (the unit of resuming).")
+    errors: Path | None = Field(default=None, description="Errors file (JSONL; default: OUTPUT.errors.jsonl).")
+    restart: bool = Field(default=False, description="Discard a partial or finished output of OUTPUT and start over.")
+    progress: bool | None = Field(default=None, description="Progress bar (default: on a terminal).")
+    ray: bool = Field(default=False, description="Run on Ray Data (an actor pool, one engine per actor).")
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)."
+    )
+    ray_actors: int = Field(default=2, ge=1, description="Labelling actors on Ray.")
 
     @property
     def errors_path(self) -> Path:
@@ -69,17 +77,6 @@ class LabelOptions:
     @property
     def summary_path(self) -> Path:
         return self.output.with_name(self.output.name + ".summary.json")
-
-    def settings(self) -> EngineSettings:
-        return EngineSettings(
-            base=self.base,
-            store=self.store,
-            defaults=self.defaults,
-            backend=self.backend,
-            device=self.device,
-            threads=self.threads,
-            tasks=self.tasks,
-        )
 
 
 @dataclass
@@ -103,7 +100,9 @@ class Runner:
     def resolve(self, task: str, lang: str) -> Route:
         raise NotImplementedError
 
-    def chunks(self, reader: Reader, start: Position, options: LabelOptions, lang: str | None) -> Iterator[ChunkResult]:
+    def chunks(
+        self, reader: Reader, start: Position, options: LabelSettings, lang: str | None
+    ) -> Iterator[ChunkResult]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -118,7 +117,7 @@ def adapter_record(route: Route) -> dict[str, Any]:
 class LocalRunner(Runner):
     """Labels chunks in this process with one engine."""
 
-    def __init__(self, settings: EngineSettings) -> None:
+    def __init__(self, settings: InferenceSettings) -> None:
         from langadapt.inference.engine import Engine
 
         self.engine = Engine(settings)
@@ -129,7 +128,9 @@ class LocalRunner(Runner):
     def resolve(self, task: str, lang: str) -> Route:
         return self.engine.resolve(task, lang)
 
-    def chunks(self, reader: Reader, start: Position, options: LabelOptions, lang: str | None) -> Iterator[ChunkResult]:
+    def chunks(
+        self, reader: Reader, start: Position, options: LabelSettings, lang: str | None
+    ) -> Iterator[ChunkResult]:
         from langadapt.label.labeller import Labeller
 
         labeller = Labeller(self.engine, options.tasks, lang)
@@ -160,7 +161,7 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 class LabelJob:
     """Runs one labelling job to completion, resuming a partial one; returns the summary."""
 
-    def __init__(self, options: LabelOptions, notify: Callable[[str], None] | None = None) -> None:
+    def __init__(self, options: LabelSettings, notify: Callable[[str], None] | None = None) -> None:
         self.options = options
         self.notify = notify or (lambda message: print(message, file=sys.stderr))
 
@@ -168,17 +169,10 @@ class LabelJob:
 
     def _validate(self) -> tuple[str, str]:
         o = self.options
-        if not o.tasks:
-            raise LangadaptError("no task given", f"pass --task with one or more of {', '.join(TASKS)}")
-        unknown = [t for t in o.tasks if t not in TASKS]
-        if unknown or len(set(o.tasks)) != len(o.tasks):
-            raise LangadaptError(f"bad --task {','.join(o.tasks)!r}", f"tasks are {', '.join(TASKS)}, each once")
         if (o.lang is None) == (o.lang_column is None):
             raise LangadaptError(
                 "say which language the texts are in", "give --lang CODE (one language) or --lang-column COLUMN"
             )
-        if o.chunk_rows < 1:
-            raise LangadaptError("--chunk-rows must be at least 1", "")
         if not o.input.is_file():
             raise LangadaptError(f"no input file {o.input}", "check the path")
         if o.output.resolve() == o.input.resolve() or o.errors_path.resolve() == o.input.resolve():
@@ -188,7 +182,7 @@ class LabelJob:
 
     def _job_key(self, runner: Runner, source: str, target: str, lang: str | None) -> dict[str, Any]:
         o = self.options
-        defaults = o.settings().defaults_dir()
+        defaults = o.defaults_dir()
         return {
             "input": str(o.input.resolve()),
             "tasks": list(o.tasks),
@@ -325,8 +319,8 @@ class LabelJob:
         if o.ray:
             from langadapt.label.ray_data import RayRunner
 
-            return RayRunner(o.settings(), address=o.ray_address, actors=o.ray_actors)
-        return LocalRunner(o.settings())
+            return RayRunner(o, address=o.ray_address, actors=o.ray_actors)
+        return LocalRunner(o)
 
     def _label(
         self, runner: Runner, reader: Reader, writer: Writer, partial: Partial, state: Checkpoint, lang: str | None
