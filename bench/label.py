@@ -127,7 +127,7 @@ def write_corpus(path: Path, rows: int, *, short: bool) -> Path:
 
 
 def options(spec: dict[str, Any], source: Path, output: Path, **overrides: Any) -> Any:
-    from langadapt.label.options import LabelOptions
+    from langadapt.label.options import LabelSettings
 
     fields: dict[str, Any] = {
         "tasks": tuple(spec["tasks"]),
@@ -141,7 +141,7 @@ def options(spec: dict[str, Any], source: Path, output: Path, **overrides: Any) 
         "restart": True,
     }
     fields.update(overrides)
-    return LabelOptions(input=source, output=output, **fields)
+    return LabelSettings(input=source, output=output, **fields)
 
 
 # --------------------------------------------------------------------------- measured in subprocesses
@@ -149,12 +149,13 @@ def options(spec: dict[str, Any], source: Path, output: Path, **overrides: Any) 
 
 def measure_throughput(spec: dict[str, Any]) -> dict[str, Any]:
     """Label job vs raw engine on the same corpus, alternating rounds; rows per second of each round."""
-    from langadapt.inference.engine import Engine, EngineSettings, Job
+    from langadapt.inference.engine import Engine, Job
+    from langadapt.inference.settings import InferenceSettings
     from langadapt.label.job import LabelJob
 
     source = Path(spec["corpus"])
     rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
-    engine = Engine(EngineSettings(base=spec["base"], store=spec["store"], defaults=None, threads=spec["threads"]))
+    engine = Engine(InferenceSettings(base=spec["base"], store=spec["store"], defaults=None, threads=spec["threads"]))
 
     def raw_engine() -> float:
         started = time.perf_counter()

@@ -104,12 +104,13 @@ def measure_memory(args: argparse.Namespace) -> dict[str, Any]:
     """RSS with the base alone, then with more and more stacks active (language + task adapters)."""
     import gc
 
-    from langadapt.inference.engine import Engine, EngineSettings
+    from langadapt.inference.engine import Engine
+    from langadapt.inference.settings import InferenceSettings
 
     setup = json.loads(Path(args.setup).read_text())
     engine = Engine(
-        EngineSettings(
-            base=args.base, store=setup["store"], defaults=None, threads=args.threads, cache_bytes=1 << 40, max_rows=16
+        InferenceSettings(
+            base=args.base, store=setup["store"], defaults=None, threads=args.threads, cache_mb=1 << 20, max_rows=16
         )
     )
     engine.label("ner", "yor_Latn", ["warm up"])  # allocator and kernels warm, one stack in
@@ -145,10 +146,11 @@ def measure_memory(args: argparse.Namespace) -> dict[str, Any]:
 
 def measure_engine(args: argparse.Namespace) -> dict[str, Any]:
     """Requests per second of `Engine.run` on the benchmark requests, one request at a time and batched."""
-    from langadapt.inference.engine import Engine, EngineSettings, Job
+    from langadapt.inference.engine import Engine, Job
+    from langadapt.inference.settings import InferenceSettings
 
     setup = json.loads(Path(args.setup).read_text())
-    engine = Engine(EngineSettings(base=args.base, store=setup["store"], defaults=None, threads=args.threads))
+    engine = Engine(InferenceSettings(base=args.base, store=setup["store"], defaults=None, threads=args.threads))
     requests = requests_for(args.requests)
     jobs = [Job(engine.resolve("ner", language), texts) for language, texts in requests]
     engine.run(jobs[:8])  # warm-up
@@ -296,6 +298,7 @@ def hot_load(url: str, args: argparse.Namespace, setup: dict[str, Any], log: Any
 
     from langadapt.models.base import resolve_base_model
     from langadapt.models.store import AdapterStore
+    from langadapt.serve.settings import ServerSettings
     from langadapt.serve.synthetic import AdapterFactory
 
     store = AdapterStore(setup["store"])
@@ -386,7 +389,7 @@ def hot_load(url: str, args: argparse.Namespace, setup: dict[str, Any], log: Any
         "visibility_max_ms": float(max(latencies) * 1000) if latencies else None,
         "visibility_ms": [round(x * 1000, 2) for x in latencies],
         "adapter_load_mean_ms": load_seconds * 1000 if load_seconds is not None else None,
-        "watch_interval_ms": 20,
+        "watch_interval_ms": ServerSettings().watch_interval * 1000,  # the server's default: not passed
     }
 
 
@@ -491,6 +494,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from langadapt.serve.settings import ServerSettings
+
+    server = ServerSettings()  # the defaults of `langadapt serve`
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", nargs="?", default="run", choices=["run", "_memory", "_engine"])
     parser.add_argument("--base", default="embedded")
@@ -498,8 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads, engine and server alike")
     parser.add_argument("--requests", type=int, default=240)
     parser.add_argument("--concurrency", default="1,4,16,32")
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--batch-timeout", type=float, default=0.0)
+    parser.add_argument("--max-batch-size", type=int, default=server.max_batch_size)
+    parser.add_argument("--batch-timeout", type=float, default=server.batch_timeout)
     parser.add_argument("--counts", default="1,10,50,100")
     parser.add_argument("--hot-loads", type=int, default=30)
     parser.add_argument("--out", type=Path, default=RESULTS)

@@ -1,19 +1,26 @@
-"""What every `langadapt` command shares: friendly errors, JSON-or-text output and the common options."""
+"""What every `langadapt` command shares: friendly errors, JSON-or-text output and the common options.
+
+Commands whose values live in a settings model (`serve`, `label`) declare each flag with `flag(Model, field)`,
+so the flag's default, help and range are the field's, and build the model with `settings_from`.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import annotated_types
 import typer
+from pydantic import BaseModel, ValidationError
 
 from langadapt.errors import LangadaptError
 
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=BaseModel)
 
 # Plain click help for every command group: rich's option table cuts long option names at 80 columns
 # (`--lang-adapter-vers…`, `--no-keep-checkpoi…`), while click keeps each name whole and wraps the help.
@@ -55,3 +62,52 @@ def key_value_text(data: dict[str, Any]) -> str:
     """Align a flat mapping as `key  value` lines."""
     width = max((len(k) for k in data), default=0)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in data.items())
+
+
+def flag(model: type[BaseModel], name: str, *param_decls: str, **options: Any) -> Any:
+    """A `typer.Option` for a field of a settings model: the field's default, description (as help) and range.
+
+    `param_decls` defaults to `--<name with dashes>`. A tuple default (tasks) is shown comma-separated, as the
+    flag takes it; an empty container default is no value. A `--x/--no-x` switch over a string field (`defaults`:
+    "packaged" or None; the model reads true/false) is on by default.
+    """
+    field = model.model_fields[name]
+    default = ... if field.is_required() else field.get_default(call_default_factory=True)
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    elif isinstance(default, list | dict) and not default:
+        default = None
+    decls = param_decls or (f"--{name.replace('_', '-')}",)
+    if "/" in decls[0] and isinstance(default, str):
+        default = True
+    for meta in field.metadata:
+        if isinstance(meta, annotated_types.Ge):
+            options.setdefault("min", meta.ge)
+        elif isinstance(meta, annotated_types.Le):
+            options.setdefault("max", meta.le)
+    options.setdefault("help", field.description)
+    return typer.Option(default, *decls, **options)
+
+
+def argument(model: type[BaseModel], name: str, **options: Any) -> Any:
+    """A required positional `typer.Argument` for a field of a settings model, with the field's description."""
+    options.setdefault("help", model.model_fields[name].description)
+    return typer.Argument(..., **options)
+
+
+def settings_from(model: type[M], values: Mapping[str, Any]) -> M:
+    """`model` from a command's parameters (those named as its fields); a refused value is a LangadaptError."""
+    try:
+        return model.model_validate({k: v for k, v in values.items() if k in model.model_fields})
+    except ValidationError as err:
+        raise settings_error(err) from None
+
+
+def settings_error(err: ValidationError) -> LangadaptError:
+    """The first problem of a validation error, with its hint (a validator's SettingsError keeps its own)."""
+    first = err.errors()[0]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, LangadaptError):
+        return cause
+    where = ".".join(str(part) for part in first["loc"])
+    return LangadaptError(f"{where}: {first['msg']}", "see --help for the values each option takes")

@@ -23,6 +23,10 @@ class LanguageCodeError(LangadaptError, ValueError):
         self.suggestions = suggestions or []
 
 
+class SettingsError(LangadaptError, ValueError):
+    """A setting whose value cannot be used (a ValueError, so pydantic reports it as a validation error)."""
+
+
 class BaseModelError(LangadaptError):
     """A base model that cannot be found, converted or loaded."""
 

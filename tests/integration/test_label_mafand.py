@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from langadapt.label.job import LabelJob
-from langadapt.label.options import LabelOptions
+from langadapt.label.options import LabelSettings
 from langadapt.models.store_view import packaged_defaults_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
@@ -25,7 +25,7 @@ def test_mafand_yoruba_is_labelled_row_for_row_with_the_default_adapters(shared_
     source = tmp_path / "yor.txt"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "yor.jsonl"
-    options = LabelOptions(
+    options = LabelSettings(
         input=source, output=out, tasks=("sentiment",), lang="yo", store=str(tmp_path / "empty-store"), chunk_rows=16
     )
     summary = LabelJob(options, notify=lambda _: None).run()

@@ -468,16 +468,18 @@ class Exported:
 @pytest.fixture(scope="module")
 def served_app(tiny_xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The real server's FastAPI app, built in process on the tiny model (its workers are not started)."""
-    from langadapt.inference.engine import EngineSettings
-    from langadapt.serve.app import ServerConfig, build_server
+    from langadapt.serve.app import build_server
     from langadapt.serve.metrics import MULTIPROC_ENV
+    from langadapt.serve.settings import ServerSettings
 
     tmp = tmp_path_factory.mktemp("deploy-app")
     saved = dict(os.environ)  # build_server exports the request limits to the environment
     os.environ.pop(MULTIPROC_ENV, None)  # render this process's own registry, whatever ran before
     try:
-        engine = EngineSettings(base=str(tiny_xlmr_dir), store=str(tmp / "store"), defaults=None, threads=1)
-        yield build_server(ServerConfig(engine=engine, runtime_dir=tmp / "runtime")).app
+        settings = ServerSettings(
+            base=str(tiny_xlmr_dir), store=tmp / "store", defaults=None, threads=1, runtime_dir=tmp / "runtime"
+        )
+        yield build_server(settings).app
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -525,6 +527,8 @@ def exported(served_app: Any) -> Exported:
     }
     labels: dict[str, frozenset[str]] = {}
     for family in text_string_to_metric_families(scrape(served_app)):
+        if family.name.endswith("_created"):  # an unlabelled metric's creation time, a family of its own here
+            continue
         for suffix in SUFFIXES[family.type]:
             extra = {"le"} if suffix == "_bucket" else set()
             labels[family.name + suffix] = frozenset(label_names[family.name]) | extra

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,12 @@ import typer
 from typer.testing import CliRunner
 
 from langadapt.errors import LangadaptError
-from langadapt.inference.engine import Engine, EngineSettings
+from langadapt.inference.engine import Engine
+from langadapt.inference.settings import InferenceSettings
 from langadapt.label.cli_label import register
 from langadapt.label.formats import Position
 from langadapt.label.job import PAUSE_ENV, LabelJob
-from langadapt.label.options import LabelOptions
+from langadapt.label.options import LabelSettings
 from langadapt.label.readers import reader_for
 from langadapt.models.base import resolve_base_model
 from langadapt.models.store import AdapterStore
@@ -48,7 +49,7 @@ class World:
     factory: AdapterFactory
     engine: Engine
 
-    def options(self, source: Path, output: Path, **overrides: Any) -> LabelOptions:
+    def options(self, source: Path, output: Path, **overrides: Any) -> LabelSettings:
         fields: dict[str, Any] = {
             "tasks": ("ner", "sentiment"),
             "base": self.base,
@@ -59,7 +60,7 @@ class World:
             "progress": False,
         }
         fields.update(overrides)
-        return LabelOptions(input=source, output=output, **fields)
+        return LabelSettings(input=source, output=output, **fields)
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +72,11 @@ def world(tiny_xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Worl
     for task in ("ner", "sentiment"):
         factory.publish_task_adapter(store, "yor_Latn", task, language_adapter=yo_lang, max_length=24, stride=6)
         factory.publish_task_adapter(store, "hau_Latn", task)
-    engine = Engine(EngineSettings(base=str(tiny_xlmr_dir), store=str(store.root), defaults=None, threads=1))
+    engine = Engine(InferenceSettings(base=str(tiny_xlmr_dir), store=str(store.root), defaults=None, threads=1))
     return World(str(tiny_xlmr_dir), store, factory, engine)
 
 
-def run(options: LabelOptions) -> dict[str, Any]:
+def run(options: LabelSettings) -> dict[str, Any]:
     return LabelJob(options, notify=lambda _: None).run()
 
 
@@ -434,7 +435,7 @@ class CrashError(Exception):
     """Stands in for a crash after some chunks were committed."""
 
 
-def interrupted_run(options: LabelOptions, monkeypatch: pytest.MonkeyPatch, after: int) -> None:
+def interrupted_run(options: LabelSettings, monkeypatch: pytest.MonkeyPatch, after: int) -> None:
     """Run a job that dies after `after` committed chunks, leaving its partial directory."""
     commit = LabelJob._commit
     calls = {"n": 0}
@@ -465,10 +466,10 @@ def test_a_partial_job_resumes_and_refuses_a_changed_input_options_or_adapters(
     assert checkpoint["chunks"] == 2 and checkpoint["position"]["row"] == 8 and not out.exists()
 
     for changed, message in [
-        (replace(options, tasks=("sentiment",)), "other options"),
-        (replace(options, lang="ha"), "other options"),
-        (replace(options, output_format="csv"), "other options"),
-        (replace(options, text_column="id"), "other options"),
+        (options.model_copy(update={"tasks": ("sentiment",)}), "other options"),
+        (options.model_copy(update={"lang": "ha"}), "other options"),
+        (options.model_copy(update={"output_format": "csv"}), "other options"),
+        (options.model_copy(update={"text_column": "id"}), "other options"),
     ]:
         with pytest.raises(LangadaptError, match=message) as caught:
             run(changed)
@@ -488,8 +489,8 @@ def test_a_partial_job_resumes_and_refuses_a_changed_input_options_or_adapters(
     assert run(options)["already_complete"] is True  # a finished job is recognised, not redone
 
     with pytest.raises(LangadaptError, match="already exists"):
-        run(replace(options, tasks=("ner",)))
-    restarted = run(replace(options, tasks=("ner",), restart=True))
+        run(options.model_copy(update={"tasks": ("ner",)}))
+    restarted = run(options.model_copy(update={"tasks": ("ner",), "restart": True}))
     assert restarted["rows"] == 20 and "sentiment_label" not in read_jsonl(out)[0]
 
 
@@ -604,7 +605,7 @@ def cli() -> typer.Typer:
     [
         (["--task", "ner"], "say which language", "--lang"),
         (["--task", "ner", "--lang", "yo", "--lang-column", "lang"], "say which language", "--lang"),
-        (["--task", "pos", "--lang", "yo"], "bad --task", "ner, sentiment, topic"),
+        (["--task", "pos", "--lang", "yo"], "bad task list", "ner, sentiment, topic"),
         (["--task", "ner", "--lang", "yorubba"], "unknown language", "yor_Latn"),
         (["--task", "ner", "--lang", "sw"], "no ner adapter for Swahili", "hau_Latn, yor_Latn"),
         (["--task", "ner", "--lang", "yo", "--text-column", "body"], "no column 'body'", "--text-column"),

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from langadapt.label.job import LabelJob
-from langadapt.label.options import LabelOptions
+from langadapt.label.options import LabelSettings
 from langadapt.models.base import resolve_base_model
 from langadapt.models.store import AdapterStore
 from langadapt.serve.synthetic import AdapterFactory
@@ -49,7 +48,7 @@ def test_ray_data_gives_the_local_output_byte_for_byte(tiny_xlmr_dir: Path, tmp_
             lang = ("yo", "ha", "yor", "hau")[i % 4] if i != 20 else "xx-nope"
             f.write(json.dumps({"id": i, "text": TEXTS[i % 4] if i != 7 else "", "lang": lang}, ensure_ascii=False))
             f.write("\n" if i != 30 else "\n\n{broken\n")
-    local = LabelOptions(
+    local = LabelSettings(
         input=source,
         output=tmp_path / "local.jsonl",
         tasks=("sentiment", "ner"),
@@ -61,7 +60,7 @@ def test_ray_data_gives_the_local_output_byte_for_byte(tiny_xlmr_dir: Path, tmp_
         chunk_rows=6,
         progress=False,
     )
-    on_ray = replace(local, output=tmp_path / "ray.jsonl", ray=True, ray_actors=2)
+    on_ray = local.model_copy(update={"output": tmp_path / "ray.jsonl", "ray": True, "ray_actors": 2})
     expected = LabelJob(local, notify=lambda _: None).run()
     summary = LabelJob(on_ray, notify=lambda _: None).run()
     assert summary["runner"] == "ray" and summary["rows"] == expected["rows"] == 46

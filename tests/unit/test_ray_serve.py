@@ -23,8 +23,9 @@ import yaml
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'langadapt[ray]')")
 serve = pytest.importorskip("ray.serve", reason="ray[serve] is not installed (pip install 'langadapt[ray]')")
 
-from langadapt.inference.engine import Engine, EngineSettings  # noqa: E402
+from langadapt.inference.engine import Engine  # noqa: E402
 from langadapt.inference.errors import ServeError  # noqa: E402
+from langadapt.inference.settings import InferenceSettings  # noqa: E402
 from langadapt.models.base import resolve_base_model  # noqa: E402
 from langadapt.models.store import AdapterStore  # noqa: E402
 from langadapt.serve.api import response_body  # noqa: E402
@@ -33,11 +34,12 @@ from langadapt.serve.ray_app import (  # noqa: E402
     REPLICA_HEADER,
     STACK_HEADER,
     HeldStack,
-    RayAppArgs,
+    RaySettings,
     build,
     stack_id,
 )
 from langadapt.serve.schemas import LabelRequest  # noqa: E402
+from langadapt.serve.settings import ServingSettings  # noqa: E402
 from langadapt.serve.synthetic import AdapterFactory  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "ray" / "serve_config.yaml"
@@ -80,7 +82,7 @@ def ray_app(tiny_xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     for task in ("ner", "sentiment"):
         factory.publish_task_adapter(store, "yor_Latn", task, language_adapter=yo_lang, max_length=24, stride=6)
         factory.publish_task_adapter(store, "hau_Latn", task)
-    settings = EngineSettings(base=str(tiny_xlmr_dir), store=str(store.root), defaults=None, threads=1, max_rows=4)
+    settings = InferenceSettings(base=str(tiny_xlmr_dir), store=str(store.root), defaults=None, threads=1, max_rows=4)
     engine = Engine(settings)
     port = free_port()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a shared cluster
@@ -96,8 +98,8 @@ def ray_app(tiny_xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             "labeler_cpus": 0.5,
             "ingress_cpus": 0.25,
             "max_batch_size": 4,
-            "batch_wait_timeout_s": 0.05,
-            "watch_interval_s": 0.2,
+            "batch_timeout": 0.05,
+            "watch_interval": 0.2,
         }
         serve.run(build(args), name="langadapt", route_prefix="/")
         yield RayApp(f"http://127.0.0.1:{port}", engine, store, factory)
@@ -130,12 +132,16 @@ def assert_close(got: Any, want: Any, path: str = "") -> None:
 
 
 def test_builder_args_are_validated() -> None:
-    assert RayAppArgs.model_validate({"tasks": "ner", "max_batch_size": "8"}).settings().max_batch_size == 8
-    settings = RayAppArgs(fallback="kin=swh; ibo=yor").settings()
-    assert dict(settings.engine.fallbacks) == {"kin_Latn": ("swh_Latn",), "ibo_Latn": ("yor_Latn",)}
+    assert RaySettings.model_validate({"tasks": "ner", "max_batch_size": "8"}).max_batch_size == 8
+    settings = RaySettings(fallback="kin=swh; ibo=yor")
+    assert settings.fallback == {"kin_Latn": ("swh_Latn",), "ibo_Latn": ("yor_Latn",)}
+    shared = set(ServingSettings.model_fields) - {"watch_interval"}  # the one default of its own, with its reason
+    ray_defaults, serving_defaults = RaySettings(), ServingSettings()
+    assert {k: getattr(ray_defaults, k) for k in shared} == {k: getattr(serving_defaults, k) for k in shared}
+    assert ray_defaults.watch_interval > serving_defaults.watch_interval
     for bad in ({"tasks": "ner,pos"}, {"backend": "tensorrt"}, {"device": "tpu"}):
         with pytest.raises(ValueError, match=r"pos|tensorrt|tpu"):
-            RayAppArgs.model_validate(bad).settings()
+            RaySettings.model_validate(bad)
     with pytest.raises(ValueError, match="bsae"):
         build({"bsae": "embedded"})
 
@@ -146,8 +152,8 @@ def test_the_serve_config_file_is_valid_for_serve_deploy() -> None:
     config = ServeDeploySchema.model_validate(yaml.safe_load(CONFIG.read_text(encoding="utf-8")))
     [app] = config.applications
     assert app.import_path == "langadapt.serve.ray_app:build"
-    settings = RayAppArgs.model_validate(app.args).settings()
-    assert settings.tasks == ("ner", "sentiment", "topic") and settings.engine.base == "embedded"
+    settings = RaySettings.model_validate(app.args)
+    assert settings.tasks == ("ner", "sentiment", "topic") and settings.base == "embedded"
     assert {d.name for d in app.deployments} == {"Labeler", "LangadaptIngress"}
 
 

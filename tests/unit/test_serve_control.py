@@ -74,7 +74,7 @@ def test_a_follower_restores_pins_applies_what_concerns_its_task_and_reports(tmp
     channel = ControlChannel(tmp_path)
     channel.submit("pin", "kept")
     engine = FakeEngine()
-    follower = ControlFollower(engine, channel, "ner", 0)  # type: ignore[arg-type]
+    follower = ControlFollower(engine, channel, "ner", 0, interval=0.02)  # type: ignore[arg-type]
     follower.start()
     follower.stop()  # drive it by hand below
     assert engine.calls == [("pin", "kept")] and follower.applied == 1

@@ -12,9 +12,10 @@ import pytest
 import torch
 from adapters.composition import Stack
 
-from langadapt.inference.engine import Engine, EngineSettings, Job, TextResult
+from langadapt.inference.engine import Engine, Job, TextResult
 from langadapt.inference.errors import ServeError
 from langadapt.inference.routing import NO_LANGUAGE_ADAPTER
+from langadapt.inference.settings import InferenceSettings
 from langadapt.models.alignment import decode_entities, encode_text, merge_windows
 from langadapt.models.base import BaseModelInfo, load_tokenizer, resolve_base_model
 from langadapt.models.manifest import Manifest
@@ -51,7 +52,7 @@ def world(tiny_xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Worl
         )
         manifests[f"ha-{task}"] = factory.publish_task_adapter(store, "hau_Latn", task, keep=True)
     engine = Engine(
-        EngineSettings(base=str(tiny_xlmr_dir), store=str(store.root), defaults=None, max_rows=4, threads=1)
+        InferenceSettings(base=str(tiny_xlmr_dir), store=str(store.root), defaults=None, max_rows=4, threads=1)
     )
     return World(info, store, factory, engine, manifests)
 
@@ -180,7 +181,7 @@ def test_hot_loading_swaps_versions_keeps_in_flight_ones_and_refuses_broken_ones
     store = AdapterStore(tmp_path / "store")
     factory = AdapterFactory(info, seed=7)
     v1 = factory.publish_task_adapter(store, "yor_Latn", "sentiment")
-    engine = Engine(EngineSettings(base=str(tiny_xlmr_dir), store=str(store.root), defaults=None, threads=1))
+    engine = Engine(InferenceSettings(base=str(tiny_xlmr_dir), store=str(store.root), defaults=None, threads=1))
     assert engine.preload(8) == 1
     assert engine.refresh() is False  # nothing changed
     [before] = engine.label("sentiment", "yo", [YO_TEXT])
@@ -220,7 +221,7 @@ def test_a_broken_newest_version_met_by_a_request_falls_back_and_all_broken_is_5
     v1 = factory.publish_task_adapter(store, "hau_Latn", "ner")
     meta = v1.model_dump(exclude={"version", "files", "created"})
     store.publish(corrupt_copy(store, v1.id, tmp_path), meta)
-    engine = Engine(EngineSettings(base=str(tiny_xlmr_dir), store=str(store.root), defaults=None, threads=1))
+    engine = Engine(InferenceSettings(base=str(tiny_xlmr_dir), store=str(store.root), defaults=None, threads=1))
     [result] = engine.label("ner", "ha", [HA_TEXT])  # v2 fails on first use; v1 answers
     assert result.route.key.task.version == 1
     assert AdapterRef(v1.id, 2) in engine.router.refused
@@ -251,7 +252,7 @@ def test_onnx_backends_give_the_torch_backends_answers(tiny_xlmr_dir: Path, tmp_
     answers = {}
     for backend in ("torch", "onnx-swappable", "onnx-fused"):
         engine = Engine(
-            EngineSettings(base=str(tiny_xlmr_dir), store=str(store.root), defaults=None, threads=1, backend=backend)
+            InferenceSettings(base=str(tiny_xlmr_dir), store=str(store.root), defaults=None, threads=1, backend=backend)
         )
         answers[backend] = engine.run([Job(engine.resolve(t, lang), texts) for t, lang, texts in requests])
         if backend == "onnx-fused":
@@ -266,16 +267,16 @@ def test_onnx_backends_give_the_torch_backends_answers(tiny_xlmr_dir: Path, tmp_
 def test_the_swappable_backend_needs_an_exported_graph(world: World) -> None:
     from langadapt.errors import LangadaptError
 
-    settings = EngineSettings(base=str(world.info.path), store=str(world.store.root), defaults=None)
+    settings = InferenceSettings(base=str(world.info.path), store=str(world.store.root), defaults=None)
     with pytest.raises(LangadaptError, match="no swappable ONNX graph"):
-        Engine(EngineSettings(**{**settings.__dict__, "backend": "onnx-swappable"}))
+        Engine(settings.model_copy(update={"backend": "onnx-swappable"}))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch sees none)")
 def test_cuda_gives_the_cpu_answers(world: World) -> None:
     engine = Engine(
-        EngineSettings(base=str(world.info.path), store=str(world.store.root), defaults=None, device="auto")
+        InferenceSettings(base=str(world.info.path), store=str(world.store.root), defaults=None, device="auto")
     )
     assert engine.device.type == "cuda"
     requests = [("ner", "yo", [YO_TEXT, LONG_TEXT]), ("sentiment", "ha", [HA_TEXT]), ("sentiment", "yo", [LONG_TEXT])]

@@ -2,7 +2,7 @@
 
 A plain Python class, used by the HTTP workers and usable on its own (batch labelling, notebooks)::
 
-    engine = Engine(EngineSettings(base="embedded"))
+    engine = Engine(InferenceSettings(base="embedded"))
     engine.label("ner", "yo", ["Adébáyọ̀ ń ṣiṣẹ́ ní Abuja."])
 
 `run` takes many jobs at once: every text of every job, in whatever languages and tasks, is cut into windows,
@@ -27,7 +27,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,38 +38,18 @@ from langadapt.inference.backends import create_backend, resolve_device
 from langadapt.inference.cache import AdapterCache, AdapterLoadError, Lease, LoadedAdapter
 from langadapt.inference.errors import ServeError
 from langadapt.inference.routing import Route, Router, StackKey
+from langadapt.inference.settings import MIB, InferenceSettings
 from langadapt.models.alignment import Entity, WordEncoding, decode_entities, encode_text, merge_windows
 from langadapt.models.bank import AdapterWeights
 from langadapt.models.base import load_tokenizer, resolve_base_model
 from langadapt.models.heads import Head
-from langadapt.models.kinds import LANGUAGE_TASK, SERVED_TASKS, TAGGING, TASK_HEAD_TYPES, TORCH_BACKEND
-from langadapt.models.store_view import PACKAGED, AdapterRef, defaults_root, store_view
+from langadapt.models.kinds import LANGUAGE_TASK, TAGGING, TASK_HEAD_TYPES
+from langadapt.models.store_view import AdapterRef, store_view
 
 log = logging.getLogger(__name__)
 
 MAX_REROUTES = 8
 CPU_PASS_TOKENS, CUDA_PASS_TOKENS = 512, 16_384
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """What the engine loads and how it batches."""
-
-    base: str = "embedded"  # "embedded", a model directory or a hub id
-    store: str | None = None  # writable store (None: $LANGADAPT_STORE or <cache>/store)
-    defaults: str | None = PACKAGED  # read-only store under it: "packaged", a directory, or None
-    backend: str = TORCH_BACKEND
-    device: str = "auto"
-    threads: int | None = None  # torch intra-op threads (None: torch's default)
-    tasks: tuple[str, ...] = SERVED_TASKS
-    fallbacks: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (language, related languages) pairs, canonical
-    cache_bytes: int = 512 * 1024 * 1024
-    max_rows: int = 32  # windows per forward pass
-    max_tokens: int | None = None  # padded tokens per forward pass (None: 512 on CPU, 16384 on CUDA)
-
-    def defaults_dir(self) -> Path | None:
-        """The read-only default store's directory, if any."""
-        return defaults_root(self.defaults)
 
 
 @dataclass(frozen=True)
@@ -142,8 +121,8 @@ class _Text:
 class Engine:
     """Language-routed, adapter-stacked inference over one shared base model."""
 
-    def __init__(self, settings: EngineSettings | None = None, *, hooks: EngineHooks | None = None) -> None:
-        self.settings = settings or EngineSettings()
+    def __init__(self, settings: InferenceSettings | None = None, *, hooks: EngineHooks | None = None) -> None:
+        self.settings = settings or InferenceSettings()
         self.hooks = hooks or EngineHooks()
         self.info = resolve_base_model(self.settings.base)
         self.tokenizer = load_tokenizer(self.info)
@@ -151,12 +130,12 @@ class Engine:
         self.stores = store_view(self.settings.store, self.settings.defaults)
         self.backend = create_backend(self.settings.backend, self.info, self.device, self.settings.threads, self.stores)
         self.router = Router(
-            self.stores, self.info.fingerprint, fallbacks=dict(self.settings.fallbacks), tasks=self.settings.tasks
+            self.stores, self.info.fingerprint, fallbacks=self.settings.fallback, tasks=self.settings.tasks
         )
         self.cache = AdapterCache(
             self.backend.new_bank(),
             self._load_adapter,
-            self.settings.cache_bytes,
+            int(self.settings.cache_mb * MIB),
             on_evict=self.hooks.on_evict,
             on_load=self.hooks.on_load,
         )

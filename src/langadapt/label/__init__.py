@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LabelJob", "LabelOptions"]
+__all__ = ["LabelJob", "LabelSettings"]
 
 
 def __getattr__(name: str) -> Any:  # both import the engine (torch): only when asked for
@@ -19,8 +19,8 @@ def __getattr__(name: str) -> Any:  # both import the engine (torch): only when 
         from langadapt.label.job import LabelJob
 
         return LabelJob
-    if name == "LabelOptions":
-        from langadapt.label.options import LabelOptions
+    if name == "LabelSettings":
+        from langadapt.label.options import LabelSettings
 
-        return LabelOptions
+        return LabelSettings
     raise AttributeError(name)

@@ -7,67 +7,38 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-from langadapt.console import JsonFlag, StoreOption, emit
-from langadapt.label.formats import INPUT_FORMATS, OUTPUT_FORMATS
-from langadapt.models.kinds import BACKENDS, SERVED_TASKS, TORCH_BACKEND
+from langadapt.console import JsonFlag, argument, emit, flag, settings_from
+from langadapt.label.options import LabelSettings
 
 __all__ = ["label", "register"]
 
 
 def label(
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Corpus file to label.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where the labelled rows go.")],
-    task: Annotated[
-        str, typer.Option("--task", help=f"{', '.join(SERVED_TASKS)}, or several: {','.join(SERVED_TASKS[:2])}.")
-    ],
-    lang: Annotated[str | None, typer.Option("--lang", help="Language of every text (yo, yor, yor_Latn...).")] = None,
-    lang_column: Annotated[
-        str | None, typer.Option("--lang-column", help="Column holding each row's language code.")
-    ] = None,
-    text_column: Annotated[str, typer.Option("--text-column", help="Column holding the text.")] = "text",
-    input_format: Annotated[
-        str, typer.Option("--format", help=f"Input format: auto (by suffix), {', '.join(INPUT_FORMATS)}.")
-    ] = "auto",
-    output_format: Annotated[
-        str,
-        typer.Option(
-            "--output-format", help=f"Output format: auto (by suffix, else the input's), {', '.join(OUTPUT_FORMATS)}."
-        ),
-    ] = "auto",
-    base: Annotated[str, typer.Option("--base", help='Base model: "embedded", a directory or a hub id.')] = (
-        "embedded"
-    ),
-    store: StoreOption = None,
-    defaults: Annotated[
-        bool, typer.Option("--defaults/--no-defaults", help="Use the packaged default adapters under the store.")
-    ] = True,
-    backend: Annotated[str, typer.Option("--backend", help=f"Inference backend: {', '.join(BACKENDS)}.")] = (
-        TORCH_BACKEND
-    ),
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Torch threads (default: torch's).")] = None,
-    chunk_rows: Annotated[
-        int, typer.Option("--chunk-rows", min=1, help="Rows per committed chunk (the unit of resuming).")
-    ] = 1000,
-    errors: Annotated[
-        Path | None, typer.Option("--errors", help="Errors file (JSONL; default: OUTPUT.errors.jsonl).")
-    ] = None,
-    restart: Annotated[
-        bool, typer.Option("--restart", help="Discard a partial or finished output of OUTPUT and start over.")
-    ] = False,
-    progress: Annotated[
-        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
-    ] = None,
-    ray: Annotated[bool, typer.Option("--ray", help="Run on Ray Data (an actor pool, one engine per actor).")] = False,
-    ray_address: Annotated[
-        str | None,
-        typer.Option("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)."),
-    ] = None,
-    ray_actors: Annotated[int, typer.Option("--ray-actors", min=1, help="Labelling actors on Ray.")] = 2,
+    input: Path = argument(LabelSettings, "input", metavar="INPUT"),
+    output: Path = flag(LabelSettings, "output", "-o", "--output"),
+    tasks: str = flag(LabelSettings, "tasks", "--task"),
+    lang: str | None = flag(LabelSettings, "lang"),
+    lang_column: str | None = flag(LabelSettings, "lang_column"),
+    text_column: str = flag(LabelSettings, "text_column"),
+    input_format: str = flag(LabelSettings, "input_format", "--format"),
+    output_format: str = flag(LabelSettings, "output_format"),
+    base: str = flag(LabelSettings, "base"),
+    store: Path | None = flag(LabelSettings, "store"),
+    defaults: bool = flag(LabelSettings, "defaults", "--defaults/--no-defaults"),
+    backend: str = flag(LabelSettings, "backend"),
+    device: str = flag(LabelSettings, "device"),
+    threads: int | None = flag(LabelSettings, "threads"),
+    chunk_rows: int = flag(LabelSettings, "chunk_rows"),
+    errors: Path | None = flag(LabelSettings, "errors"),
+    restart: bool = flag(LabelSettings, "restart"),
+    progress: bool | None = flag(LabelSettings, "progress", "--progress/--no-progress"),
+    ray: bool = flag(LabelSettings, "ray"),
+    ray_address: str | None = flag(LabelSettings, "ray_address"),
+    ray_actors: int = flag(LabelSettings, "ray_actors"),
     as_json: JsonFlag = False,
 ) -> None:
     """Label every row of a corpus (JSONL, CSV, TSV, Parquet, CoNLL, plain text); resumes after a crash.
@@ -77,31 +48,9 @@ def label(
     Rows that cannot be labelled keep null labels, say why in label_error, and are listed in the errors file.
     """
     from langadapt.label.job import LabelJob
-    from langadapt.label.options import LabelOptions
 
-    options = LabelOptions(
-        input=input_path,
-        output=output,
-        tasks=tuple(t.strip() for t in task.split(",") if t.strip()),
-        lang=lang,
-        lang_column=lang_column,
-        text_column=text_column,
-        input_format=input_format,
-        output_format=output_format,
-        base=base,
-        store=str(store) if store is not None else None,
-        defaults="packaged" if defaults else None,
-        backend=backend,
-        device=device,
-        threads=threads,
-        chunk_rows=chunk_rows,
-        errors=errors,
-        restart=restart,
-        progress=progress,
-        ray=ray or ray_address is not None,
-        ray_address=ray_address,
-        ray_actors=ray_actors,
-    )
+    ray = ray or ray_address is not None
+    options = settings_from(LabelSettings, locals())  # every parameter but as_json is a field of the model
     summary = LabelJob(options, notify=lambda message: typer.echo(message, err=True)).run()
     emit(summary, as_json, lambda: summary_text(summary))
 

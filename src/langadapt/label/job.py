@@ -1,6 +1,6 @@
 """One labelling job: read the input in chunks, label each chunk, commit it, resume where a killed run stopped.
 
-    job = LabelJob(LabelOptions(Path("dev.txt"), Path("dev.labelled.jsonl"), ("ner", "sentiment"), lang="yo"))
+    job = LabelJob(LabelSettings(input="dev.txt", output="dev.labelled.jsonl", tasks=("ner", "sentiment"), lang="yo"))
     summary = job.run()
 
 The job refuses to resume into a partial output written by another job: the options that shape the output
@@ -23,12 +23,11 @@ from langadapt.errors import LangadaptError
 from langadapt.inference.errors import ServeError
 from langadapt.label.checkpoint import Checkpoint, Partial, input_fingerprint, write_json
 from langadapt.label.formats import Labels, Position, Row, input_format, output_format
-from langadapt.label.options import LabelOptions
+from langadapt.label.options import LabelSettings
 from langadapt.label.ray_data import RayRunner
 from langadapt.label.readers import Reader, reader_for
 from langadapt.label.runners import ChunkResult, LocalRunner, Runner
 from langadapt.label.writers import Writer
-from langadapt.models.kinds import SERVED_TASKS
 from langadapt.paths import atomic_write
 
 __all__ = ["PAUSE_ENV", "RESTART_HINT", "LabelJob"]
@@ -50,7 +49,7 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 class LabelJob:
     """Runs one labelling job to completion, resuming a partial one; returns the summary."""
 
-    def __init__(self, options: LabelOptions, notify: Callable[[str], None] | None = None) -> None:
+    def __init__(self, options: LabelSettings, notify: Callable[[str], None] | None = None) -> None:
         self.options = options
         self.notify = notify or (lambda message: print(message, file=sys.stderr))
 
@@ -58,17 +57,10 @@ class LabelJob:
 
     def _validate(self) -> tuple[str, str]:
         o = self.options
-        if not o.tasks:
-            raise LangadaptError("no task given", f"pass --task with one or more of {', '.join(SERVED_TASKS)}")
-        unknown = [t for t in o.tasks if t not in SERVED_TASKS]
-        if unknown or len(set(o.tasks)) != len(o.tasks):
-            raise LangadaptError(f"bad --task {','.join(o.tasks)!r}", f"tasks are {', '.join(SERVED_TASKS)}, each once")
         if (o.lang is None) == (o.lang_column is None):
             raise LangadaptError(
                 "say which language the texts are in", "give --lang CODE (one language) or --lang-column COLUMN"
             )
-        if o.chunk_rows < 1:
-            raise LangadaptError("--chunk-rows must be at least 1", "")
         if not o.input.is_file():
             raise LangadaptError(f"no input file {o.input}", "check the path")
         if o.output.resolve() == o.input.resolve() or o.errors_path.resolve() == o.input.resolve():
@@ -78,7 +70,7 @@ class LabelJob:
 
     def _job_key(self, runner: Runner, source: str, target: str, lang: str | None) -> dict[str, Any]:
         o = self.options
-        defaults = o.settings().defaults_dir()
+        defaults = o.defaults_dir()
         return {
             "input": str(o.input.resolve()),
             "tasks": list(o.tasks),
@@ -213,8 +205,8 @@ class LabelJob:
     def _runner(self) -> Runner:
         o = self.options
         if o.ray:
-            return RayRunner(o.settings(), address=o.ray_address, actors=o.ray_actors)
-        return LocalRunner(o.settings())
+            return RayRunner(o, address=o.ray_address, actors=o.ray_actors)
+        return LocalRunner(o)
 
     def _label(
         self, runner: Runner, reader: Reader, writer: Writer, partial: Partial, state: Checkpoint, lang: str | None

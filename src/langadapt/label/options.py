@@ -2,57 +2,47 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from langadapt.inference.engine import EngineSettings
-from langadapt.models.kinds import TORCH_BACKEND
-from langadapt.models.store_view import PACKAGED
+from pydantic import Field
 
-__all__ = ["LabelOptions"]
+from langadapt.inference.settings import InferenceSettings
+from langadapt.label.formats import INPUT_FORMATS, OUTPUT_FORMATS
+
+__all__ = ["LabelSettings"]
 
 
-@dataclass(frozen=True)
-class LabelOptions:
-    """Everything a labelling job needs; the CLI fills it from its flags."""
+class LabelSettings(InferenceSettings):
+    """Everything a labelling job needs: the engine's settings plus input, output and how to run; the CLI's flags."""
 
-    input: Path
-    output: Path
-    tasks: tuple[str, ...]
-    lang: str | None = None
-    lang_column: str | None = None
-    text_column: str = "text"
-    input_format: str = "auto"
-    output_format: str = "auto"
-    base: str = "embedded"
-    store: str | None = None
-    defaults: str | None = PACKAGED
-    backend: str = TORCH_BACKEND
-    device: str = "auto"
-    threads: int | None = None
-    chunk_rows: int = 1000
-    errors: Path | None = None
-    restart: bool = False
-    progress: bool | None = None  # None: when stderr is a terminal
-    ray: bool = False
-    ray_address: str | None = None  # None: start a local Ray (or join $RAY_ADDRESS)
-    ray_actors: int = 2
+    input: Path = Field(description="Corpus file to label.")
+    output: Path = Field(description="Where the labelled rows go.")
+    tasks: tuple[str, ...] = Field(description="ner, sentiment, topic, or several: ner,sentiment.")
+    lang: str | None = Field(default=None, description="Language of every text (yo, yor, yor_Latn...).")
+    lang_column: str | None = Field(default=None, description="Column holding each row's language code.")
+    text_column: str = Field(default="text", description="Column holding the text.")
+    input_format: str = Field(
+        default="auto", description=f"Input format: auto (by suffix), {', '.join(INPUT_FORMATS)}."
+    )
+    output_format: str = Field(
+        default="auto", description=f"Output format: auto (by suffix, else the input's), {', '.join(OUTPUT_FORMATS)}."
+    )
+    chunk_rows: int = Field(default=1000, ge=1, description="Rows per committed chunk (the unit of resuming).")
+    errors: Path | None = Field(default=None, description="Errors file (JSONL; default: OUTPUT.errors.jsonl).")
+    restart: bool = Field(default=False, description="Discard a partial or finished output of OUTPUT and start over.")
+    progress: bool | None = Field(default=None, description="Progress bar (default: on a terminal).")
+    ray: bool = Field(default=False, description="Run on Ray Data (an actor pool, one engine per actor).")
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)."
+    )
+    ray_actors: int = Field(default=2, ge=1, description="Labelling actors on Ray.")
 
     @property
     def errors_path(self) -> Path:
+        """Where unlabellable rows are listed."""
         return self.errors or self.output.with_name(self.output.name + ".errors.jsonl")
 
     @property
     def summary_path(self) -> Path:
+        """Where the run's summary is kept."""
         return self.output.with_name(self.output.name + ".summary.json")
-
-    def settings(self) -> EngineSettings:
-        return EngineSettings(
-            base=self.base,
-            store=self.store,
-            defaults=self.defaults,
-            backend=self.backend,
-            device=self.device,
-            threads=self.threads,
-            tasks=self.tasks,
-        )

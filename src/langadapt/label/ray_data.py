@@ -15,15 +15,15 @@ import functools
 import logging
 import pickle
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from langadapt.errors import LangadaptError
-from langadapt.inference.engine import EngineSettings
 from langadapt.inference.routing import Route
+from langadapt.inference.settings import InferenceSettings
 from langadapt.label.formats import Position
-from langadapt.label.options import LabelOptions
+from langadapt.label.options import LabelSettings
 from langadapt.label.readers import Reader
 from langadapt.label.runners import ChunkResult, Runner, adapter_record
 
@@ -98,7 +98,7 @@ def chunk_source(reader: Reader, plan: list[PlannedChunk]) -> Any:
 class LabelActor:
     """A Ray Data actor: one engine, labelling whole chunks of pickled rows."""
 
-    def __init__(self, settings: EngineSettings, tasks: tuple[str, ...], lang: str | None) -> None:
+    def __init__(self, settings: InferenceSettings, tasks: tuple[str, ...], lang: str | None) -> None:
         from langadapt.inference.engine import Engine
         from langadapt.label.labeller import Labeller
 
@@ -130,7 +130,7 @@ class LabelActor:
 class RayRunner(Runner):
     """Labels chunks on Ray Data; this process plans, resolves routes (no model here) and commits."""
 
-    def __init__(self, settings: EngineSettings, *, address: str | None, actors: int) -> None:
+    def __init__(self, settings: InferenceSettings, *, address: str | None, actors: int) -> None:
         try:
             import ray
         except ImportError:
@@ -141,10 +141,10 @@ class RayRunner(Runner):
 
         info = resolve_base_model(settings.base)
         stores = store_view(settings.store, settings.defaults)
-        self.router = Router(stores, info.fingerprint, tasks=settings.tasks)
+        self.router = Router(stores, info.fingerprint, fallbacks=settings.fallback, tasks=settings.tasks)
         self.fingerprint = info.fingerprint
         self.store_root = stores.writable.root
-        self.settings = replace(settings, threads=settings.threads or 1)  # one CPU per actor
+        self.settings = settings.model_copy(update={"threads": settings.threads or 1})  # one CPU per actor
         self.actors = max(1, actors)
         self.stats = {"ray_actors": self.actors, "ray_split_chunks": 0}  # chunks labelled in pieces: none expected
         self._started = False
@@ -155,7 +155,9 @@ class RayRunner(Runner):
     def resolve(self, task: str, lang: str) -> Route:
         return self.router.resolve(task, lang)
 
-    def chunks(self, reader: Reader, start: Position, options: LabelOptions, lang: str | None) -> Iterator[ChunkResult]:
+    def chunks(
+        self, reader: Reader, start: Position, options: LabelSettings, lang: str | None
+    ) -> Iterator[ChunkResult]:
         import ray
 
         plan, trailing_blank = plan_chunks(reader, start, options.chunk_rows)

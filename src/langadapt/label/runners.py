@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from langadapt.inference.engine import Engine, EngineSettings
+from langadapt.inference.engine import Engine
 from langadapt.inference.routing import Route
+from langadapt.inference.settings import InferenceSettings
 from langadapt.label.formats import Labels, Position, Row
 from langadapt.label.labeller import Labeller
-from langadapt.label.options import LabelOptions
+from langadapt.label.options import LabelSettings
 from langadapt.label.readers import Reader
 
 __all__ = ["ChunkResult", "LocalRunner", "Runner", "adapter_record"]
@@ -41,7 +42,9 @@ class Runner:
     def resolve(self, task: str, lang: str) -> Route:
         raise NotImplementedError
 
-    def chunks(self, reader: Reader, start: Position, options: LabelOptions, lang: str | None) -> Iterator[ChunkResult]:
+    def chunks(
+        self, reader: Reader, start: Position, options: LabelSettings, lang: str | None
+    ) -> Iterator[ChunkResult]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -56,7 +59,7 @@ def adapter_record(route: Route) -> dict[str, Any]:
 class LocalRunner(Runner):
     """Labels chunks in this process with one engine."""
 
-    def __init__(self, settings: EngineSettings) -> None:
+    def __init__(self, settings: InferenceSettings) -> None:
         self.engine = Engine(settings)
         self.stats = {}
         self.fingerprint = self.engine.info.fingerprint
@@ -65,7 +68,9 @@ class LocalRunner(Runner):
     def resolve(self, task: str, lang: str) -> Route:
         return self.engine.resolve(task, lang)
 
-    def chunks(self, reader: Reader, start: Position, options: LabelOptions, lang: str | None) -> Iterator[ChunkResult]:
+    def chunks(
+        self, reader: Reader, start: Position, options: LabelSettings, lang: str | None
+    ) -> Iterator[ChunkResult]:
         labeller = Labeller(self.engine, options.tasks, lang)
         rows: list[Row] = []
         position, blank = start, 0

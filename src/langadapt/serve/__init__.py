@@ -3,8 +3,9 @@
 The request path: `gateway` (auth, limits, admission, request metrics) → LitServe's handler and queue →
 `api` (one LitAPI for every task: routing in `decode_request`, batches in `predict`) → `langadapt.inference`
 (engine, cache, backends) → JSON (`schemas`). `control` carries admin operations to every worker and follows
-the store for hot loading; `metrics` is Prometheus in multiprocess mode; `app.build_server` assembles it all;
+the store for hot loading; `metrics` is Prometheus in multiprocess mode; `settings` is what the server is told
+(`ServerSettings`, over the inference core's `InferenceSettings`); `app.build_server` assembles it all;
 `cli_serve` is `langadapt serve`; `ray_app` is the Ray Serve application.
 
-Public API: `build_server`, `ServerConfig` (app); `langadapt.client.Client` for HTTP.
+Public API: `build_server` (app), `ServerSettings` (settings); `langadapt.client.Client` for HTTP.
 """

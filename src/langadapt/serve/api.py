@@ -17,8 +17,7 @@ status, an `x-langadapt-language` header the metrics read and an `x-langadapt-wo
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from queue import Empty, Queue
 from typing import Any
 
@@ -30,7 +29,7 @@ from litserve.loops.simple_loops import BatchedLoop
 from litserve.transport.base import MessageTransport
 from litserve.utils import LitAPIStatus, LoopResponseType
 
-from langadapt.inference.engine import BatchStats, Engine, EngineHooks, EngineSettings, Job, TextResult
+from langadapt.inference.engine import BatchStats, Engine, EngineHooks, Job, TextResult
 from langadapt.inference.errors import ServeError
 from langadapt.inference.routing import Route
 from langadapt.models.store_view import AdapterRef
@@ -49,6 +48,7 @@ from langadapt.serve.schemas import (
     NerResult,
     StackOut,
 )
+from langadapt.serve.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +57,6 @@ WORKER_HEADER = "x-langadapt-worker"
 LABEL_PATH = "/v1/label"
 POOL = "all"  # the worker pool in reports and metric labels: every worker serves every task
 MIXED = "mixed"  # the task label of a batch that mixed tasks
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """What every worker needs, pickled into its process by LitServe."""
-
-    engine: EngineSettings
-    runtime_dir: str
-    max_batch_size: int = 16
-    batch_timeout: float = 0.0
-    watch_interval: float = 0.02
-    preload: int = 32
 
 
 class BatchLoop(BatchedLoop):
@@ -153,7 +141,7 @@ class Answer:
 class InferenceAPI(ls.LitAPI):
     """Every task at `/v1/label` and (through `TaskCall`s) `/v1/<task>`: routing, dynamic batching, stacks."""
 
-    def __init__(self, settings: ServeSettings) -> None:
+    def __init__(self, settings: ServerSettings) -> None:
         super().__init__(
             max_batch_size=settings.max_batch_size,
             batch_timeout=settings.batch_timeout,
@@ -189,16 +177,13 @@ class InferenceAPI(ls.LitAPI):
         def on_evict(kind: str, _: str) -> None:
             metrics.evictions.labels(POOL, kind).inc()
 
-        engine_settings = self.settings.engine
-        if engine_settings.device == "auto":
-            engine_settings = replace(engine_settings, device=device)
-        self.engine = Engine(engine_settings, hooks=EngineHooks(on_batch, on_load, on_evict))
+        self.engine = Engine(self.settings.for_worker(device), hooks=EngineHooks(on_batch, on_load, on_evict))
         self.pid = str(os.getpid())
         loaded = self.engine.preload(self.settings.preload)
         worker = int(os.environ.get("LITSERVE_WORKER_ID", "0"))
         self.follower = ControlFollower(
             self.engine,
-            ControlChannel(Path(self.settings.runtime_dir)),
+            ControlChannel(self.settings.runtime()),
             POOL,
             worker,
             interval=self.settings.watch_interval,

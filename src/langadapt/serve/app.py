@@ -1,6 +1,6 @@
 """The server: one `LitServer` over one LitAPI for every task, plus admin, health, readiness and metrics routes.
 
-`build_server(settings)` returns a ready-to-run `LitServer` whose FastAPI app (`server.app`) carries:
+`build_server(settings, keys)` returns a ready-to-run `LitServer` whose FastAPI app (`server.app`) carries:
 
 - `POST /v1/label` (LitServe) and `POST /v1/{task}`: labels in one language, several tasks or one; every route
   feeds the same worker pool (each worker: one base model, every task and language); see `langadapt.serve.api`.
@@ -20,7 +20,6 @@ import multiprocessing as mp
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +31,19 @@ from litserve.server import RegularRequestHandler
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from langadapt.errors import LangadaptError, LanguageCodeError
-from langadapt.inference.engine import EngineSettings
 from langadapt.inference.errors import ServeError, error_body
 from langadapt.inference.routing import RouteTable
 from langadapt.models.base import BaseModelInfo, resolve_base_model
-from langadapt.models.kinds import LANGUAGE_TASK, SERVED_TASKS, TAGGING, TASK_HEAD_TYPES
+from langadapt.models.kinds import LANGUAGE_TASK, TAGGING, TASK_HEAD_TYPES
 from langadapt.models.language import canonical_language
 from langadapt.models.manifest import Manifest
 from langadapt.models.manifest import adapter_id as conventional_id
 from langadapt.models.store import MANIFEST_FILE, AdapterStore
 from langadapt.models.store_view import LayeredStore, store_view
-from langadapt.serve.api import LABEL_PATH, POOL, InferenceAPI, ServeSettings, TaskCall
+from langadapt.serve.api import LABEL_PATH, POOL, InferenceAPI, TaskCall
 from langadapt.serve.auth import ApiKeys
 from langadapt.serve.control import ControlChannel
 from langadapt.serve.gateway import Gateway, InFlight
-from langadapt.serve.limits import Limits
 from langadapt.serve.metrics import get_metrics
 from langadapt.serve.schemas import (
     SIZE_ERRORS,
@@ -59,6 +56,7 @@ from langadapt.serve.schemas import (
     NerResponse,
     WorkerView,
 )
+from langadapt.serve.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -82,43 +80,14 @@ ERROR_SLUGS = {
 }
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    """Everything `build_server` needs beyond the engine settings."""
-
-    engine: EngineSettings
-    runtime_dir: Path
-    tasks: tuple[str, ...] = SERVED_TASKS
-    workers: int = 1  # inference worker processes per device, each serving every task
-    max_batch_size: int = 16
-    batch_timeout: float = 0.0
-    timeout: float = 30.0
-    limits: Limits = field(default_factory=Limits)
-    keys: ApiKeys = field(default_factory=ApiKeys)
-    preload: int = 32
-    watch_interval: float = 0.02
-    accelerator: str = "auto"
-    fast_queue: bool = False  # ZeroMQ instead of manager queues for responses (LitServe's fast_queue)
-
-
-def build_server(config: ServerConfig) -> ls.LitServer:
+def build_server(settings: ServerSettings, keys: ApiKeys | None = None) -> ls.LitServer:
     """The LitServer with one LitAPI for every task, the gateway middleware and the langadapt routes."""
-    unknown = [t for t in config.tasks if t not in SERVED_TASKS]
-    if unknown or not config.tasks:
-        raise LangadaptError(f"cannot serve tasks {unknown or '(none)'}", f"choose among {', '.join(SERVED_TASKS)}")
-    settings = ServeSettings(
-        engine=config.engine,
-        runtime_dir=str(config.runtime_dir),
-        max_batch_size=config.max_batch_size,
-        batch_timeout=config.batch_timeout,
-        watch_interval=config.watch_interval,
-        preload=config.preload,
-    )
-    os.environ.update(config.limits.to_env())  # request schemas read them, in this process and its forks
-    channel = ControlChannel(config.runtime_dir)
+    limits = settings.limits
+    os.environ.update(limits.to_env())  # request schemas read them, in this process and its forks
+    channel = ControlChannel(settings.runtime())
     in_flight = InFlight(mp.Value("i", 0))
-    info = resolve_base_model(config.engine.base)
-    stores = store_view(config.engine.store, config.engine.defaults)
+    info = resolve_base_model(settings.base)
+    stores = store_view(settings.store, settings.defaults)
     holder: dict[str, ls.LitServer] = {}
     checked: dict[str, tuple[float, bool]] = {}
 
@@ -139,27 +108,27 @@ def build_server(config: ServerConfig) -> ls.LitServer:
         return answer
 
     gateway_options = {
-        "keys": config.keys,
-        "limits": config.limits,
-        "tasks": config.tasks,
+        "keys": keys or ApiKeys(),
+        "limits": limits,
+        "tasks": settings.tasks,
         "in_flight": in_flight,
         "ready": ready,
     }
     api = InferenceAPI(settings)
     server = ls.LitServer(
         api,
-        accelerator=config.accelerator,  # type: ignore[arg-type]
-        workers_per_device=config.workers,
-        timeout=config.timeout,
+        accelerator=settings.accelerator,  # type: ignore[arg-type]
+        workers_per_device=settings.workers,
+        timeout=settings.timeout,
         middlewares=[(Gateway, gateway_options)],
-        fast_queue=config.fast_queue,
-        model_metadata={"base": info.id, "fingerprint": info.fingerprint, "backend": config.engine.backend},
+        fast_queue=settings.fast_queue,
+        model_metadata={"base": info.id, "fingerprint": info.fingerprint, "backend": settings.backend},
     )
     holder["server"] = server
     _replace_health(server.app)
-    install_error_handlers(server.app, config.tasks)
-    add_task_routes(server, api, config.tasks)
-    add_routes(server.app, config, channel, stores, info, server)
+    install_error_handlers(server.app, settings.tasks)
+    add_task_routes(server, api, settings.tasks)
+    add_routes(server.app, settings, channel, stores, info, server)
     return server
 
 
@@ -268,14 +237,14 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 def add_routes(
     app: FastAPI,
-    config: ServerConfig,
+    settings: ServerSettings,
     channel: ControlChannel,
     stores: LayeredStore,
     info: BaseModelInfo,
     server: ls.LitServer | None = None,
 ) -> None:
     """Health, readiness, metrics and the admin API."""
-    tasks = config.tasks
+    tasks = settings.tasks
     errors: dict[int | str, dict[str, Any]] = {
         code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 503)
     }
@@ -289,7 +258,7 @@ def add_routes(
     def ready() -> JSONResponse:
         """Readiness: every worker loaded the base model, and at least one adapter stack is active."""
         reports = channel.reports()
-        expected = config.workers
+        expected = settings.workers
         status = getattr(server, "workers_setup_status", None)
         if status is not None:
             with contextlib.suppress(OSError, EOFError):

@@ -157,7 +157,7 @@ class ControlFollower:
         task: str,
         worker: int,
         *,
-        interval: float = 0.02,
+        interval: float,
         on_tick: Callable[[Engine], None] | None = None,
     ) -> None:
         self.engine = engine

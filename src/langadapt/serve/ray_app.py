@@ -34,28 +34,26 @@ from typing import Annotated, Any, Literal, cast
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from ray import serve
 from ray.serve import Application, Deployment
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from langadapt.inference.backends import DEVICES
 from langadapt.inference.cache import AdapterLoadError
-from langadapt.inference.engine import Engine, EngineSettings, Job, TextResult
+from langadapt.inference.engine import Engine, Job, TextResult
 from langadapt.inference.errors import ServeError, error_body
-from langadapt.inference.routing import Router, StackKey, parse_fallbacks
+from langadapt.inference.routing import Router, StackKey
 from langadapt.models.base import resolve_base_model
-from langadapt.models.kinds import BACKENDS, SERVED_TASKS, TAGGING, TASK_HEAD_TYPES, TORCH_BACKEND
-from langadapt.models.language import canonical_language
-from langadapt.models.store_view import PACKAGED, store_view
+from langadapt.models.kinds import TAGGING, TASK_HEAD_TYPES
+from langadapt.models.store_view import store_view
 from langadapt.serve.api import LANGUAGE_HEADER, response_body
 from langadapt.serve.app import install_error_handlers
 from langadapt.serve.auth import ApiKeys
 from langadapt.serve.gateway import RETRY_AFTER_S, Gateway, InFlight
-from langadapt.serve.limits import Limits
 from langadapt.serve.metrics import NO_LANGUAGE, get_metrics
 from langadapt.serve.schemas import ClassificationResponse, ErrorBody, LabelRequest, NerResponse
+from langadapt.serve.settings import ServingSettings, WatchInterval
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +62,6 @@ STACK_HEADER = "x-langadapt-stack"
 REPLICA_HEADER = "x-langadapt-replica"
 HELD_HEADER = "x-langadapt-replica-stacks"
 READY_TIMEOUT_S = 10.0
-_DEFAULT_LIMITS = Limits()
 
 
 def stack_id(key: StackKey) -> str:
@@ -75,93 +72,24 @@ def stack_id(key: StackKey) -> str:
 # ------------------------------------------------------------------------------------------ settings
 
 
-class RayAppArgs(BaseModel):
-    """Arguments of the application builder (`serve run ... key=value`, or `args:` in a Serve config file)."""
+class RaySettings(ServingSettings):
+    """The serving settings plus replicas and placement: the application builder's arguments, pickled into replicas.
 
-    model_config = ConfigDict(extra="forbid")
+    Arguments come as `serve run ... key=value` or under `args:` in a Serve config file; unknown keys are refused.
+    """
 
-    base: str = Field(default="embedded", description='"embedded", a model directory or a hub id')
-    store: str | None = Field(default=None, description="writable adapter store (default: $LANGADAPT_STORE)")
-    defaults: bool = Field(default=True, description="serve the packaged default adapters under the store")
-    backend: str = Field(default=TORCH_BACKEND, description=f"inference backend: {', '.join(BACKENDS)}")
-    device: str = Field(default="auto", description=f"device: {', '.join(DEVICES)} or cuda:N")
-    threads: int | None = Field(default=None, ge=1, description="torch threads per labeler replica")
-    tasks: str = Field(default=",".join(SERVED_TASKS), description="comma-separated tasks to serve")
-    fallback: str | list[str] = Field(
-        default_factory=list, description="LANG=RELATED[,RELATED] entries (a string: separated by ';' or spaces)"
-    )
-    cache_mb: float = Field(default=512.0, gt=0, description="adapter cache budget per labeler replica, MiB")
-    max_batch_size: int = Field(default=16, ge=1, description="requests of one stack gathered into one engine run")
-    batch_wait_timeout_s: float = Field(default=0.0, ge=0, description="how long a batch waits for more requests")
-    timeout_s: float = Field(default=30.0, gt=0, description="seconds a request may take before a 504")
-    max_texts: int = Field(default=_DEFAULT_LIMITS.texts, ge=1, description="texts per request (413 beyond)")
-    max_chars: int = Field(default=_DEFAULT_LIMITS.chars, ge=1, description="characters per text (413 beyond)")
-    max_body_bytes: int = Field(default=_DEFAULT_LIMITS.body_bytes, ge=1, description="body bytes (413 beyond)")
-    max_queue: int = Field(default=_DEFAULT_LIMITS.queue, ge=1, description="requests in flight (429)")
-    max_stacks_per_replica: int = Field(default=32, ge=1, description="stacks a labeler replica holds (Ray LRU)")
-    watch_interval_s: float = Field(default=1.0, gt=0, description="seconds between store generation checks")
+    # Replicas across a cluster poll a store on a shared volume: once a second keeps that load low, and a newly
+    # published version still goes live within about a second.
+    watch_interval: WatchInterval = 1.0
+    max_stacks_per_replica: int = Field(default=32, ge=1, description="Stacks a labeler replica holds (Ray LRU).")
     labeler_replicas: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        default=1, description='labeler replicas, or "auto" (Ray Serve autoscaling)'
+        default=1, description='Labeler replicas, or "auto" (Ray Serve autoscaling).'
     )
-    labeler_cpus: float = Field(default=1.0, ge=0, description="CPUs each labeler replica reserves")
-    labeler_gpus: float = Field(default=0.0, ge=0, description="GPUs each labeler replica reserves")
-    labeler_max_ongoing_requests: int = Field(default=32, ge=1, description="requests a labeler replica takes at once")
-    ingress_replicas: int = Field(default=1, ge=1, description="HTTP ingress replicas")
-    ingress_cpus: float = Field(default=0.5, ge=0, description="CPUs each ingress replica reserves")
-
-    def settings(self) -> RaySettings:
-        """The settings both deployments get; unknown tasks, backends, devices or fallback codes are refused."""
-        tasks = tuple(t.strip() for t in self.tasks.split(",") if t.strip())
-        unknown = [t for t in tasks if t not in SERVED_TASKS]
-        if unknown or not tasks:
-            raise ValueError(f"cannot serve tasks {unknown or '(none)'}: choose among {', '.join(SERVED_TASKS)}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise ValueError(f"unknown device {self.device!r}: choose one of {', '.join(DEVICES)} or cuda:N")
-        entries = self.fallback.replace(";", " ").split() if isinstance(self.fallback, str) else self.fallback
-        fallbacks = parse_fallbacks(entries)
-        engine = EngineSettings(
-            base=self.base,
-            store=self.store,
-            defaults=PACKAGED if self.defaults else None,
-            backend=self.backend,
-            device=self.device,
-            threads=self.threads,
-            tasks=tasks,
-            fallbacks=tuple((canonical_language(k), v) for k, v in fallbacks.items()),
-            cache_bytes=int(self.cache_mb * 1024 * 1024),
-        )
-        limits = Limits(
-            texts=self.max_texts, chars=self.max_chars, body_bytes=self.max_body_bytes, queue=self.max_queue
-        )
-        return RaySettings(
-            engine=engine,
-            limits=limits,
-            max_batch_size=self.max_batch_size,
-            batch_wait_timeout_s=self.batch_wait_timeout_s,
-            timeout_s=self.timeout_s,
-            max_stacks_per_replica=self.max_stacks_per_replica,
-            watch_interval_s=self.watch_interval_s,
-        )
-
-
-@dataclass(frozen=True)
-class RaySettings:
-    """What the ingress and the labelers need, pickled into their replicas."""
-
-    engine: EngineSettings
-    limits: Limits = dataclasses.field(default_factory=Limits)
-    max_batch_size: int = 16
-    batch_wait_timeout_s: float = 0.0
-    timeout_s: float = 30.0
-    max_stacks_per_replica: int = 32
-    watch_interval_s: float = 1.0
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        """The tasks served."""
-        return self.engine.tasks
+    labeler_cpus: float = Field(default=1.0, ge=0, description="CPUs each labeler replica reserves.")
+    labeler_gpus: float = Field(default=0.0, ge=0, description="GPUs each labeler replica reserves.")
+    labeler_max_ongoing_requests: int = Field(default=32, ge=1, description="Requests a labeler replica takes at once.")
+    ingress_replicas: int = Field(default=1, ge=1, description="HTTP ingress replicas.")
+    ingress_cpus: float = Field(default=0.5, ge=0, description="CPUs each ingress replica reserves.")
 
 
 # ------------------------------------------------------------------------------------------ labeler
@@ -214,13 +142,13 @@ class HeldStack:
             log.debug("releasing %s failed", self.stack, exc_info=True)
 
 
-@serve.deployment(name=LABELER, max_ongoing_requests=32)
+@serve.deployment(name=LABELER, max_ongoing_requests=RaySettings().labeler_max_ongoing_requests)
 class Labeler:
     """One engine per replica; stacks load through `@serve.multiplexed`, requests of one stack run batched."""
 
     def __init__(self, settings: RaySettings) -> None:
         self.settings = settings
-        self.engine = Engine(settings.engine)
+        self.engine = Engine(settings)
         context = serve.get_replica_context()
         self.replica = str(getattr(context.replica_id, "unique_id", context.replica_id))
         self.held: dict[str, HeldStack] = {}
@@ -232,7 +160,7 @@ class Labeler:
         )(self._loader())
         batcher: Any = self._run_batch  # `@serve.batch` adds the setters; its type hints do not say so
         batcher.set_max_batch_size(settings.max_batch_size)
-        batcher.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        batcher.set_batch_wait_timeout_s(settings.batch_timeout)
         self._stop = threading.Event()
         self._follower = threading.Thread(target=self._follow_store, name="langadapt-store", daemon=True)
         self._follower.start()
@@ -252,7 +180,7 @@ class Labeler:
 
     def _follow_store(self) -> None:
         """Hot loading: follow the store's generation (the engine preloads changed routes, then switches)."""
-        while not self._stop.wait(self.settings.watch_interval_s):
+        while not self._stop.wait(self.settings.watch_interval):
             try:
                 self.engine.refresh()
             except Exception:  # keep following; the next tick retries
@@ -276,7 +204,7 @@ class Labeler:
         served = stack_id(outcome[0].route.key) if outcome else stack
         return self._reply(outcome, None, served)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+    @serve.batch  # sized from the settings in __init__
     async def _run_batch(self, jobs: list[Job]) -> list[list[TextResult] | ServeError]:
         """Concurrent requests of one stack in shared forward passes (Ray splits batches by multiplexed id)."""
         self.batches += 1
@@ -325,11 +253,9 @@ class LangadaptIngress:
         os.environ.update(settings.limits.to_env())  # the request schema reads the limits from the environment
         # No admin API here: admin routes stay closed whatever the host (the store is the way to publish).
         self.keys = dataclasses.replace(ApiKeys.load(), admin_open=False)
-        self.info = resolve_base_model(settings.engine.base)
-        stores = store_view(settings.engine.store, settings.engine.defaults)
-        self.router = Router(
-            stores, self.info.fingerprint, fallbacks=dict(settings.engine.fallbacks), tasks=settings.tasks
-        )
+        self.info = resolve_base_model(settings.base)
+        stores = store_view(settings.store, settings.defaults)
+        self.router = Router(stores, self.info.fingerprint, fallbacks=settings.fallback, tasks=settings.tasks)
         self._checked = time.monotonic()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -339,7 +265,7 @@ class LangadaptIngress:
     def _follow_store(self) -> None:
         """Install a new routing table when the store's generation moved (checked at most every interval)."""
         now = time.monotonic()
-        if now - self._checked < self.settings.watch_interval_s:
+        if now - self._checked < self.settings.watch_interval:
             return
         self._checked = now
         table = self.router.stage()
@@ -357,14 +283,14 @@ class LangadaptIngress:
         call = LabelCall(task, request.lang, tuple(request.texts))
         response = self.labeler.options(multiplexed_model_id=stack).label.remote(call)
         try:
-            reply: LabelReply = await asyncio.wait_for(_resolved(response), self.settings.timeout_s)
+            reply: LabelReply = await asyncio.wait_for(_resolved(response), self.settings.timeout)
         except TimeoutError:
             response.cancel()
             timeout = ServeError(
                 504,
                 "timeout",
-                f"the request took longer than {self.settings.timeout_s:g} s",
-                "retry, or raise the application's timeout_s",
+                f"the request took longer than {self.settings.timeout:g} s",
+                "retry, or raise the application's timeout",
             )
             return _error_response(timeout, route.language)
         except BackPressureError:
@@ -480,21 +406,20 @@ def _label_route(ingress: LangadaptIngress, task: str) -> Callable[[LabelRequest
 # ------------------------------------------------------------------------------------------ builder
 
 
-def build(args: Mapping[str, Any] | RayAppArgs | None = None) -> Application:
+def build(args: Mapping[str, Any] | RaySettings | None = None) -> Application:
     """The application: `serve run langadapt.serve.ray_app:build base=embedded store=/srv/adapters`."""
-    parsed = args if isinstance(args, RayAppArgs) else RayAppArgs.model_validate(dict(args or {}))
-    settings = parsed.settings()
+    settings = args if isinstance(args, RaySettings) else RaySettings.model_validate(dict(args or {}))
     labeler = (
         cast(Deployment, Labeler)
         .options(
-            num_replicas=parsed.labeler_replicas,
-            max_ongoing_requests=parsed.labeler_max_ongoing_requests,
-            ray_actor_options={"num_cpus": parsed.labeler_cpus, "num_gpus": parsed.labeler_gpus},
+            num_replicas=settings.labeler_replicas,
+            max_ongoing_requests=settings.labeler_max_ongoing_requests,
+            ray_actor_options={"num_cpus": settings.labeler_cpus, "num_gpus": settings.labeler_gpus},
         )
         .bind(settings)
     )
     return (
         cast(Deployment, LangadaptIngress)
-        .options(num_replicas=parsed.ingress_replicas, ray_actor_options={"num_cpus": parsed.ingress_cpus})
+        .options(num_replicas=settings.ingress_replicas, ray_actor_options={"num_cpus": settings.ingress_cpus})
         .bind(labeler, settings)
     )
