@@ -14,7 +14,6 @@ from adapters.composition import Stack
 
 from langadapt.inference.engine import Engine, Job, TextResult
 from langadapt.inference.errors import ServeError
-from langadapt.inference.routing import NO_LANGUAGE_ADAPTER
 from langadapt.inference.settings import InferenceSettings
 from langadapt.models.alignment import decode_entities, encode_text, merge_windows
 from langadapt.models.base import BaseModelInfo, load_tokenizer, resolve_base_model
@@ -158,7 +157,7 @@ def test_long_texts_are_read_in_windows_never_truncated(world: World) -> None:
 
 def test_fallbacks_and_unknown_languages(world: World) -> None:
     [result] = world.engine.label("ner", "ha", [HA_TEXT])
-    assert result.route.fallback_reason == NO_LANGUAGE_ADAPTER and result.route.key.language is None
+    assert result.route.fallback_reason is None and result.route.key.language is None  # task-only by design
     with pytest.raises(ServeError) as caught:
         world.engine.label("ner", "sw", ["Habari"])
     assert caught.value.status == 404 and caught.value.extra["available"] == ["hau_Latn", "yor_Latn"]

@@ -98,11 +98,19 @@ def test_language_adapter_follows_the_task_adapters_record() -> None:
     ha_lang = manifest("hau_Latn-mlm-seq_bn", "hau_Latn", "mlm")
     route = table(task_only, ha_lang).resolve("ner", "ha")
     assert route.key.language is None  # trained without one: it is not stacked on one
-    assert route.fallback and route.fallback_reason == NO_LANGUAGE_ADAPTER
+    assert not route.fallback and route.fallback_reason is None  # task-only by design is no fallback
+    assert route.stack_dict()["task_only"] is True and route.stack_dict()["fallback"] is False
 
     imported = manifest("hau_Latn-ner", "hau_Latn", "ner")  # no record at all: the store's language adapter
     assert table(imported, ha_lang).resolve("ner", "ha").key.language == AdapterRef(ha_lang.id, 1)
-    assert table(imported).resolve("ner", "ha").fallback_reason == NO_LANGUAGE_ADAPTER
+    alone = table(imported).resolve("ner", "ha")  # none to use: task-only, nothing fell back
+    assert alone.key.language is None and alone.fallback_reason is None
+
+    missing = {"language_adapter": {"id": ha_lang.id, "version": 1}}
+    stacked = manifest("hau_Latn-ner", "hau_Latn", "ner", extra=missing)
+    route = table(stacked).resolve("ner", "ha")  # trained on one that cannot be used now: a fallback
+    assert route.key.language is None and route.fallback_reason == NO_LANGUAGE_ADAPTER
+    assert route.stack_dict()["task_only"] is True and route.stack_dict()["fallback"] is True
 
     yo_lang_v2 = manifest(YO_LANG.id, "yor_Latn", "mlm", version=2)
     route = table(YO_LANG, yo_lang_v2, YO_NER).resolve("ner", "yo")

@@ -14,8 +14,11 @@ Resolution of a request for task T in language code C:
    `langadapt train task` writes it; a record of None means it was trained without one); without a record,
    the store's language (mlm) adapter for the task adapter's language. For a related-language fallback, L's
    own language adapter replaces it when the store has one (MAD-X cross-lingual transfer).
-4. No language adapter in the stack is a fallback too (`no_language_adapter`), and so is a recorded
-   language-adapter version that is gone, replaced by the newest of that id (`language_adapter_version`).
+4. A fallback is only what differs from the language's configured best stack: a related language's task
+   adapter (`related_language`), a recorded language adapter that cannot be used (`no_language_adapter`), or
+   a recorded version that is gone, replaced by the newest of that id (`language_adapter_version`). A task
+   adapter trained without a language adapter (or with no record and none in the store) is task-only by
+   design: the stack says `task_only`, not `fallback`.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ class Route:
 
     @property
     def fallback(self) -> bool:
-        """Whether the stack is anything but (L's language adapter, L's task adapter)."""
+        """Whether the stack differs from L's configured best stack (see the module docstring, point 4)."""
         return self.fallback_reason is not None
 
     def stack_dict(self) -> dict[str, Any]:
@@ -85,6 +88,7 @@ class Route:
             "task_adapter": self.key.task.as_dict(),
             "language_adapter": self.key.language.as_dict() if self.key.language else None,
             "adapter_language": self.adapter_language,
+            "task_only": self.key.language is None,
             "fallback": self.fallback,
             "fallback_reason": self.fallback_reason,
         }
@@ -264,8 +268,8 @@ class RouteTable:
                 return own[0].ref, None
         if task_adapter.manifest.records_language_adapter:
             recorded = task_adapter.manifest.language_adapter
-            if recorded is None:
-                return None, NO_LANGUAGE_ADAPTER
+            if recorded is None:  # trained without one: task-only by design, not a fallback
+                return None, None
             rec_id, rec_version = recorded.id, recorded.version
             versions = [c for c in self._by_id.get(rec_id, []) if self.servable(c) and c.manifest.task == LANGUAGE_TASK]
             exact = [c for c in versions if c.ref.version == rec_version]
@@ -285,7 +289,7 @@ class RouteTable:
         found = self._language_adapters.get(language or "")
         if found:
             return found[0].ref, None
-        return None, NO_LANGUAGE_ADAPTER
+        return None, None  # no record and no language adapter to use: task-only, nothing fell back
 
 
 def _preferred(found: Sequence[Candidate], conventional: str) -> Candidate:

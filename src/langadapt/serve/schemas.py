@@ -89,7 +89,14 @@ class StackOut(BaseModel):
     task_adapter: AdapterRefOut
     language_adapter: AdapterRefOut | None = Field(description="the language adapter under the task adapter, if any")
     adapter_language: str = Field(description="the language the task adapter was trained for")
-    fallback: bool = Field(description="true when the stack is not a language adapter + task adapter for `language`")
+    task_only: bool = Field(
+        description="true when no language adapter is stacked: by design (the task adapter was trained without one) "
+        "unless `fallback` says the one it was trained with could not be used"
+    )
+    fallback: bool = Field(
+        description="true when the router served something other than the language's configured best stack: a "
+        "related language's adapter, or a stack without the language adapter the task adapter was trained with"
+    )
     fallback_reason: str | None = Field(
         description="`no_language_adapter`, `related_language` or `language_adapter_version`"
     )
