@@ -42,7 +42,7 @@ from langadapt.models.manifest import adapter_id as conventional_id
 from langadapt.models.store import MANIFEST_FILE, AdapterStore
 from langadapt.models.store_view import LayeredStore, store_view
 from langadapt.serve.api import LABEL_PATH, POOL, InferenceAPI, ServeSettings, TaskCall
-from langadapt.serve.auth import ApiKeys
+from langadapt.serve.auth import AllowedHosts, ApiKeys
 from langadapt.serve.control import ControlChannel
 from langadapt.serve.gateway import Gateway, InFlight
 from langadapt.serve.limits import Limits
@@ -94,6 +94,7 @@ class ServerConfig:
     timeout: float = 30.0
     limits: Limits = field(default_factory=Limits)
     keys: ApiKeys = field(default_factory=ApiKeys)
+    allowed_hosts: AllowedHosts = field(default_factory=AllowedHosts)  # Host header names answered (else 400)
     preload: int = 32
     watch_interval: float = 0.02
     accelerator: str = "auto"
@@ -143,6 +144,7 @@ def build_server(config: ServerConfig) -> ls.LitServer:
         "tasks": config.tasks,
         "in_flight": in_flight,
         "ready": ready,
+        "hosts": config.allowed_hosts,
     }
     api = InferenceAPI(settings)
     server = ls.LitServer(

