@@ -32,7 +32,7 @@ def test_help_lists_the_flags() -> None:
         assert flag in result.output
     for flag in ("--max-texts", "--max-chars", "--max-body-bytes", "--max-queue", "--api-keys-file", "--fallback"):
         assert flag in result.output
-    for flag in ("--allowed-hosts",):
+    for flag in ("--allowed-hosts", "--drain-timeout"):
         assert flag in result.output
 
 

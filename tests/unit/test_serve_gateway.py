@@ -25,7 +25,11 @@ LIMITS = Limits(texts=4, chars=50, body_bytes=600, queue=2)
 
 
 def build(
-    keys: ApiKeys | None = None, ready: bool = True, in_flight: int = 0, hosts: AllowedHosts | None = None
+    keys: ApiKeys | None = None,
+    ready: bool = True,
+    in_flight: int = 0,
+    hosts: AllowedHosts | None = None,
+    draining: bool = False,
 ) -> tuple[FastAPI, InFlight]:
     app = FastAPI()
     install_error_handlers(app, TASKS)
@@ -55,7 +59,7 @@ def build(
         counter.try_add(LIMITS.queue)
     keys = keys or ApiKeys(api=(API.encode(),), admin=(ADMIN.encode(),))
     options = {"keys": keys, "limits": LIMITS, "tasks": TASKS, "in_flight": counter, "ready": lambda: ready}
-    options["hosts"] = hosts
+    options.update(hosts=hosts, draining=lambda: draining)
     app.add_middleware(Gateway, **options)
     return app, counter
 
@@ -265,6 +269,17 @@ def test_a_full_queue_is_a_429_and_an_unready_worker_a_503_both_with_retry_after
     response = InProcess(unready).post("/v1/ner", json=BODY, headers=AUTH)
     check_error(response, 503, "not_ready")
     assert response.headers["Retry-After"] == "1"
+
+
+def test_a_stopping_server_answers_503_and_closes_the_connection_but_stays_alive() -> None:
+    app, counters = build(draining=True)
+    client = InProcess(app)
+    for method, path in (("POST", "/v1/ner"), ("GET", "/v1/adapters"), ("GET", "/ready")):
+        response = client.request(method, path, headers=ADMIN_AUTH, **({"json": BODY} if method == "POST" else {}))
+        check_error(response, 503, "shutting_down")
+        assert response.headers["Retry-After"] == "1" and response.headers["Connection"] == "close"
+    assert client.get("/health").status_code == 200
+    assert counters.value == 0
 
 
 def test_unknown_routes_and_methods_and_crashes_answer_json() -> None:

@@ -18,7 +18,6 @@ import hashlib
 import logging
 import multiprocessing as mp
 import os
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from langadapt.models.manifest import Manifest
 from langadapt.models.manifest import adapter_id as conventional_id
 from langadapt.models.store import MANIFEST_FILE, AdapterStore
 from langadapt.models.store_view import LayeredStore, store_view
-from langadapt.serve.api import LABEL_PATH, POOL, InferenceAPI, ServeSettings, TaskCall
+from langadapt.serve.api import POOL, InferenceAPI, ServeSettings, TaskCall
 from langadapt.serve.auth import AllowedHosts, ApiKeys
 from langadapt.serve.control import ControlChannel
 from langadapt.serve.gateway import Gateway, InFlight
@@ -58,11 +57,10 @@ from langadapt.serve.schemas import (
     NerResponse,
     WorkerView,
 )
+from langadapt.serve.supervisor import SupervisedServer
 
 log = logging.getLogger(__name__)
 
-READY_TTL_S = 1.0
-WORKER_PREFIX = LABEL_PATH.rsplit("/", 1)[-1]  # LitServe names the workers `<last path part>_<i>`
 ERROR_SLUGS = {
     400: "bad_request",
     401: "unauthorized",
@@ -95,6 +93,7 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     keys: ApiKeys = field(default_factory=ApiKeys)
     allowed_hosts: AllowedHosts = field(default_factory=AllowedHosts)  # Host header names answered (else 400)
+    drain_timeout: float = 30.0  # seconds SIGTERM waits for requests in flight
     preload: int = 32
     watch_interval: float = 0.02
     accelerator: str = "auto"
@@ -119,36 +118,22 @@ def build_server(config: ServerConfig) -> ls.LitServer:
     in_flight = InFlight(mp.Value("i", 0))
     info = resolve_base_model(config.engine.base)
     stores = store_view(config.engine.store, config.engine.defaults)
-    holder: dict[str, ls.LitServer] = {}
-    checked: dict[str, tuple[float, bool]] = {}
-
-    def ready() -> bool:
-        """Whether a worker is ready; a yes is trusted for a second (asking the manager costs IPC)."""
-        now = time.monotonic()
-        last = checked.get(POOL)
-        if last is not None and last[1] and now - last[0] < READY_TTL_S:
-            return True
-        status = getattr(holder.get("server"), "workers_setup_status", None)
-        if status is None:  # not started through LitServer.run (in-process tests): nothing to wait for
-            return True
-        try:
-            answer = any(k.startswith(f"{WORKER_PREFIX}_") and v == "ready" for k, v in dict(status).items())
-        except (OSError, EOFError):  # the manager is gone: the server is shutting down
-            answer = False
-        checked[POOL] = (now, answer)
-        return answer
-
+    holder: dict[str, SupervisedServer] = {}
     gateway_options = {
         "keys": config.keys,
         "limits": config.limits,
         "tasks": config.tasks,
         "in_flight": in_flight,
-        "ready": ready,
+        "ready": lambda: holder["server"].pool_ready(),
         "hosts": config.allowed_hosts,
+        "draining": lambda: holder["server"].draining(),
     }
     api = InferenceAPI(settings)
-    server = ls.LitServer(
+    server = SupervisedServer(  # replaces dead workers and answers their requests; drains on SIGTERM
         api,
+        runtime_dir=config.runtime_dir,
+        drain_timeout=config.drain_timeout,
+        in_flight=in_flight,
         accelerator=config.accelerator,  # type: ignore[arg-type]
         workers_per_device=config.workers,
         timeout=config.timeout,

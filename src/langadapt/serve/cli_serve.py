@@ -101,6 +101,10 @@ def serve(
             "Default: localhost, 127.0.0.1, ::1 on 127.0.0.1; any host on 0.0.0.0 or ::.",
         ),
     ] = None,
+    drain_timeout: Annotated[
+        float,
+        typer.Option("--drain-timeout", min=0.0, help="Seconds SIGTERM waits for requests in flight to finish."),
+    ] = 30.0,
     port: Annotated[int, typer.Option("--port", min=1024, max=65535, help="Port to listen on.")] = 8000,
     runtime_dir: Annotated[
         Path | None, typer.Option("--runtime-dir", help="Directory for metrics and admin state (default: temp).")
@@ -154,6 +158,7 @@ def serve(
             fallback=fallback or [],
             keys=keys,
             hosts=hosts,
+            drain_timeout=drain_timeout,
             runtime=runtime,
             watch_interval=watch_interval,
             fast_queue=fast_queue,
@@ -230,6 +235,7 @@ def _build(**options: Any) -> tuple[Any, Any]:
         limits=options["limits"],
         keys=options["keys"],
         allowed_hosts=options["hosts"],
+        drain_timeout=options["drain_timeout"],
         preload=options["preload"],
         watch_interval=options["watch_interval"],
         accelerator=accelerator,

@@ -1,11 +1,12 @@
 """The ASGI middleware every request passes first: auth, body size, admission (queue depth), request metrics.
 
 Order of checks, so that cheap refusals come before work: `Host` header (400 `host_not_allowed` for a host the
-server does not answer to: DNS rebinding) → route class → API key (401 missing, 403 wrong; admin routes always
-need an admin key, and the server always has one) → declared body size (413) → worker readiness (503) and queue
-depth (429, both with Retry-After) → the app, reading at most `Limits.body_bytes` (413 beyond). Every refusal is
-a JSON `{error, detail, hint}`. Each inference request is counted and timed by task, language and status; the
-language comes from the worker's `x-langadapt-language` response header (`none` when refused earlier).
+server does not answer to: DNS rebinding) → a stopping server (503 `shutting_down` for all but `/health` and
+`/metrics`) → route class → API key (401 missing, 403 wrong; admin routes always need an admin key, and the
+server always has one) → declared body size (413) → worker readiness (503) and queue depth (429, both with
+Retry-After) → the app, reading at most `Limits.body_bytes` (413 beyond). Every refusal is a JSON
+`{error, detail, hint}`. Each inference request is counted and timed by task, language and status; the language
+comes from the worker's `x-langadapt-language` response header (`none` when refused earlier).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ADMIN_PREFIX = "/v1/adapters"
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 LANGUAGE_HEADER = b"x-langadapt-language"
 RETRY_AFTER_S = 1
+LIVE_PATHS = frozenset({"/health", "/metrics"})  # answered while the server drains (it is alive, not ready)
 MULTI_TASK = "label"  # `/v1/label`: several tasks per request
 
 
@@ -88,8 +90,10 @@ class Gateway:
         in_flight: InFlight,
         ready: Callable[[], bool] | None = None,
         hosts: AllowedHosts | None = None,
+        draining: Callable[[], bool] | None = None,
     ) -> None:
         self.app = app
+        self.draining = draining
         self.hosts = hosts or AllowedHosts()
         self.keys = keys
         self.limits = limits
@@ -111,6 +115,16 @@ class Gateway:
         if not await self._host_allowed(scope, send):
             return
         path: str = scope["path"]
+        if self.draining is not None and path not in LIVE_PATHS and self.draining():
+            await send_error(
+                send,
+                503,
+                "shutting_down",
+                "the server is stopping: it finishes the requests it holds and takes no new ones",
+                "retry after the Retry-After delay (on another replica, if there is one)",
+                {"Retry-After": str(RETRY_AFTER_S), "Connection": "close"},
+            )
+            return
         task = self._task_of(path)
         if task is None:
             admin = path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
