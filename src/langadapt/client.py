@@ -5,6 +5,10 @@
     with Client("http://127.0.0.1:8000", api_key="...") as client:
         client.ner("yo", ["Adébáyọ̀ ń ṣiṣẹ́ ní Abuja."])["results"][0]["entities"]
 
+Admin calls (`adapters`, `load`, `unload`, `pin`, `unpin`) send `admin_key`; without one, a client of a server on
+this machine (a loopback URL) reads the key `langadapt serve` generated into its key file
+(`langadapt.serve.admin_key`), as Jupyter's clients find a local server's token.
+
 A 429 (queue full) or 503 (not ready) is retried after the server's `Retry-After` (else exponential backoff with
 jitter, capped), as are connection failures; labelling is idempotent, so a retried request is safe. Any other
 error raises `ClientError` carrying the server's `{error, detail, hint}`.
@@ -46,6 +50,7 @@ class Client:
         base_url: str = "http://127.0.0.1:8000",
         *,
         api_key: str | None = None,
+        admin_key: str | None = None,
         timeout: float = 60.0,
         retries: int = 4,
         backoff: float = 0.25,
@@ -55,6 +60,8 @@ class Client:
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+        self.base_url = base_url
+        self._admin_key = admin_key
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -101,24 +108,26 @@ class Client:
 
     def adapters(self) -> dict[str, Any]:
         """GET /v1/adapters: available adapters and what each worker holds."""
-        return self._json("GET", "/v1/adapters")
+        return self._json("GET", "/v1/adapters", admin=True)
 
     def load(self, adapter_id: str | None = None, *, path: str | None = None, **fields: Any) -> dict[str, Any]:
         """Load an adapter by id in every worker, or publish a server-side folder (`path`) and load it."""
         body = {"id": adapter_id, "path": path, **fields}
-        return self._json("POST", "/v1/adapters/load", json={k: v for k, v in body.items() if v is not None})
+        return self._json(
+            "POST", "/v1/adapters/load", admin=True, json={k: v for k, v in body.items() if v is not None}
+        )
 
     def unload(self, adapter_id: str) -> dict[str, Any]:
         """Unload an adapter from every worker (idempotent)."""
-        return self._json("DELETE", f"/v1/adapters/{adapter_id}")
+        return self._json("DELETE", f"/v1/adapters/{adapter_id}", admin=True)
 
     def pin(self, adapter_id: str) -> dict[str, Any]:
         """Load an adapter everywhere and keep it from eviction."""
-        return self._json("POST", f"/v1/adapters/{adapter_id}/pin")
+        return self._json("POST", f"/v1/adapters/{adapter_id}/pin", admin=True)
 
     def unpin(self, adapter_id: str) -> dict[str, Any]:
         """Allow an adapter to be evicted again."""
-        return self._json("POST", f"/v1/adapters/{adapter_id}/unpin")
+        return self._json("POST", f"/v1/adapters/{adapter_id}/unpin", admin=True)
 
     # ---------------------------------------------------------------------------------------- health
 
@@ -150,7 +159,11 @@ class Client:
 
     # -------------------------------------------------------------------------------------- plumbing
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def _json(self, method: str, path: str, *, admin: bool = False, **kwargs: Any) -> dict[str, Any]:
+        if admin:
+            key = self._admin_key or _local_admin_key(self.base_url)
+            if key:
+                kwargs["headers"] = {"Authorization": f"Bearer {key}"}
         response = self._request(method, path, **kwargs)
         data = response.json()
         if not isinstance(data, dict):
@@ -184,6 +197,13 @@ class Client:
             if seconds is not None:
                 return min(self.max_backoff, seconds)
         return min(self.max_backoff, self.backoff * (2**attempt)) * random.uniform(0.5, 1.0)  # noqa: S311
+
+
+def _local_admin_key(base_url: str) -> str | None:
+    """The admin key a local `langadapt serve` generated, read at each call (it changes when the server restarts)."""
+    from langadapt.serve.admin_key import local_key_for
+
+    return local_key_for(base_url)
 
 
 def _parse_retry_after(value: str) -> float | None:

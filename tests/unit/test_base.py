@@ -113,6 +113,18 @@ def test_fingerprint_changes_when_one_weight_changes(tiny_model_dir: Path, tmp_p
     assert model_fingerprint(model) != before
 
 
+@pytest.mark.parametrize("size", [0, 100, 4000])
+def test_truncated_weights_are_a_base_model_error_with_a_hint(
+    tiny_xlmr_dir: Path, tmp_path: Path, isolated_cache: Path, size: int
+) -> None:
+    model = copy_model(tiny_xlmr_dir, tmp_path / "model")
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:size])
+    with pytest.raises(BaseModelError, match="cannot be read") as caught:
+        model_fingerprint(model)
+    assert "truncated" in caught.value.hint
+
+
 def test_fingerprint_follows_architecture_config_only(tiny_bert_dir: Path, tmp_path: Path) -> None:
     model = copy_model(tiny_bert_dir, tmp_path / "model")
     before = model_fingerprint(model)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -29,6 +32,8 @@ def test_help_lists_the_flags() -> None:
         assert flag in result.output
     for flag in ("--max-texts", "--max-chars", "--max-body-bytes", "--max-queue", "--api-keys-file", "--fallback"):
         assert flag in result.output
+    for flag in ("--allowed-hosts", "--drain-timeout"):
+        assert flag in result.output
 
 
 @pytest.mark.parametrize(
@@ -37,12 +42,28 @@ def test_help_lists_the_flags() -> None:
         (["--backend", "tensorrt"], "unknown backend"),
         (["--device", "tpu"], "unknown device"),
         (["--host", "10.0.0.1"], "cannot listen"),
+        (["--allowed-hosts", "http://example.com"], "not a host name"),
     ],
 )
 def test_bad_choices_are_refused_before_starting(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app(), ["serve", *args])
     assert result.exit_code == 2
     assert message in result.output and "hint:" in result.output
+
+
+def test_a_port_in_use_is_refused_before_an_admin_key_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LANGADAPT_CACHE", str(tmp_path))
+    monkeypatch.delenv("LANGADAPT_ADMIN_KEYS", raising=False)
+    monkeypatch.delenv("LANGADAPT_API_KEYS_FILE", raising=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app(), ["serve", "--port", str(port)])
+    assert result.exit_code == 2 and "already in use" in result.output, result.output
+    assert not (tmp_path / "serve").exists()
 
 
 def test_worker_count_is_one_number_for_every_task() -> None:

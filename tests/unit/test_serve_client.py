@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -113,3 +114,26 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert _parse_retry_after("3") == 3.0
     assert _parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert _parse_retry_after("soon") is None
+
+
+def test_admin_calls_send_the_admin_key_and_inference_the_api_key() -> None:
+    transport, seen = scripted(*[httpx.Response(200, json=OK)] * 2)
+    client = Client("http://server", api_key="api-key-0123", admin_key="admin-key-0123", transport=transport)
+    client.adapters()
+    client.ner("yo", ["x"])
+    assert [r.headers["Authorization"] for r in seen] == ["Bearer admin-key-0123", "Bearer api-key-0123"]
+
+
+def test_a_local_servers_generated_admin_key_is_read_from_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langadapt.serve.admin_key import admin_key_path, write_admin_key
+
+    monkeypatch.setenv("LANGADAPT_CACHE", str(tmp_path))
+    transport, seen = scripted(*[httpx.Response(200, json=OK)] * 3)
+    client = Client("http://127.0.0.1:8123", transport=transport)
+    client.adapters()  # no key file yet: sent without a key (the server answers 401)
+    write_admin_key(admin_key_path(8123), "generated-key-0123456789")
+    client.unload("yor_Latn-ner")
+    client.ner("yo", ["x"])  # inference never carries the admin key
+    assert [r.headers.get("Authorization") for r in seen] == [None, "Bearer generated-key-0123456789", None]

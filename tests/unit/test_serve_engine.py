@@ -211,6 +211,66 @@ def test_hot_loading_swaps_versions_keeps_in_flight_ones_and_refuses_broken_ones
     assert engine.label("sentiment", "yo", [YO_TEXT])[0].route.key.task.version == 5
 
 
+def test_every_fault_at_load_is_refused_with_its_reason_while_the_previous_version_keeps_serving(
+    tiny_xlmr_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Truncated weights, a checksum that no longer matches, a planted pickle, a manifest with wrong types, another
+    base model's fingerprint, and a store that can no longer be written: v1 answers throughout."""
+    import errno
+    import json
+
+    from langadapt.errors import StoreError
+
+    info = resolve_base_model(str(tiny_xlmr_dir))
+    store = AdapterStore(tmp_path / "store")
+    factory = AdapterFactory(info, seed=9)
+    v1 = factory.publish_task_adapter(store, "yor_Latn", "sentiment")
+    engine = Engine(InferenceSettings(base=str(tiny_xlmr_dir), store=str(store.root), defaults=None, threads=1))
+    [before] = engine.label("sentiment", "yo", [YO_TEXT])
+    meta = v1.model_dump(exclude={"version", "files", "created"})
+
+    truncated = corrupt_copy(store, v1.id, tmp_path)
+    weights = store.path(v1.id) / "adapter.safetensors"
+    (truncated / "adapter.safetensors").write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    store.publish(truncated, meta)  # v2: the checksums are of the truncated file
+    for version in (3, 4, 5):
+        assert factory.publish_task_adapter(store, "yor_Latn", "sentiment").version == version
+    tampered = store.path(v1.id, 3) / "adapter.safetensors"
+    tampered.write_bytes(tampered.read_bytes()[:-1] + b"\x00")  # v3: one byte changed after publishing
+    (store.path(v1.id, 4) / "pytorch_adapter.bin").write_bytes(b"\x80\x04K\x01.")  # v4: a pickle planted
+    manifest = store.path(v1.id, 5) / "manifest.json"  # v5: edited by hand into wrong types
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "labels": "positive", "metrics": [1]}))
+    store.publish(store.path(v1.id, 1), {**meta, "base_fingerprint": "0" * 64})  # v6: another base model
+
+    with caplog.at_level("WARNING"):
+        assert engine.refresh() is True
+        [after] = engine.label("sentiment", "yo", [YO_TEXT])
+    assert after.route.key.task == AdapterRef(v1.id, 1) and after.scores == before.scores
+    refused = engine.status()["refused"]
+    assert refused[f"{v1.id}@v2"].startswith("SafetensorError")
+    assert "sha256" in refused[f"{v1.id}@v3"]
+    assert "pickle file: never loaded" in refused[f"{v1.id}@v4"]
+    assert "manifest.json is unreadable" in caplog.text and "labels" in caplog.text  # v5, skipped when listed
+    assert f"{v1.id}@v6" not in refused and not engine.router.table.servable(  # v6: listed, never loaded
+        next(c for c in engine.router.table.candidates if c.ref.version == 6)
+    )
+
+    real_mkdir = Path.mkdir
+
+    def read_only(path: Path, *args: Any, **kwargs: Any) -> None:
+        if path.is_relative_to(store.root):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        real_mkdir(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "mkdir", read_only)
+        with pytest.raises(StoreError, match=r"cannot be written \(Read-only file system\)") as caught:
+            factory.publish_task_adapter(store, "yor_Latn", "sentiment")
+        assert "keep serving" in caught.value.hint
+        assert engine.refresh() is False
+        assert engine.label("sentiment", "yo", [YO_TEXT])[0].route.key.task == AdapterRef(v1.id, 1)
+
+
 def test_a_broken_newest_version_met_by_a_request_falls_back_and_all_broken_is_503(
     tiny_xlmr_dir: Path, tmp_path: Path
 ) -> None:

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from langadapt.serve.app import install_error_handlers
-from langadapt.serve.auth import ApiKeys
+from langadapt.serve.auth import AllowedHosts, ApiKeys
 from langadapt.serve.gateway import Gateway, InFlight
 from langadapt.serve.limits import Limits
 from langadapt.serve.metrics import get_metrics
@@ -24,7 +24,13 @@ TASKS = ("ner", "sentiment")
 LIMITS = Limits(texts=4, chars=50, body_bytes=600, queue=2)
 
 
-def build(keys: ApiKeys | None = None, ready: bool = True, in_flight: int = 0) -> tuple[FastAPI, InFlight]:
+def build(
+    keys: ApiKeys | None = None,
+    ready: bool = True,
+    in_flight: int = 0,
+    hosts: AllowedHosts | None = None,
+    draining: bool = False,
+) -> tuple[FastAPI, InFlight]:
     app = FastAPI()
     install_error_handlers(app, TASKS)
 
@@ -40,11 +46,20 @@ def build(keys: ApiKeys | None = None, ready: bool = True, in_flight: int = 0) -
     async def adapters() -> dict[str, Any]:
         return {"available": []}
 
+    @app.delete("/v1/adapters/{adapter_id}")
+    async def unload(adapter_id: str) -> dict[str, Any]:
+        return {"op": "unload", "id": adapter_id}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
     counter = InFlight()  # one queue for every inference route: one worker pool serves them all
     for _ in range(in_flight):
         counter.try_add(LIMITS.queue)
     keys = keys or ApiKeys(api=(API.encode(),), admin=(ADMIN.encode(),))
     options = {"keys": keys, "limits": LIMITS, "tasks": TASKS, "in_flight": counter, "ready": lambda: ready}
+    options.update(hosts=hosts, draining=lambda: draining)
     app.add_middleware(Gateway, **options)
     return app, counter
 
@@ -121,26 +136,76 @@ def test_admin_auth(headers: dict[str, str], status: int, error: str | None) -> 
         assert response.status_code == 200
 
 
-def test_without_admin_keys_admin_is_open_on_loopback_only() -> None:
-    open_app, _ = build(ApiKeys(admin_open=True))
-    assert InProcess(open_app).get("/v1/adapters").status_code == 200
-    assert InProcess(open_app).post("/v1/ner", json=BODY).status_code == 200  # no API keys: open inference
+def test_admin_is_never_open_without_a_key() -> None:
+    """No API keys: inference is open, admin is not (`langadapt serve` always has an admin key; none: admin off)."""
+    generated, _ = build(ApiKeys(admin=(ADMIN.encode(),)))
+    client = InProcess(generated)
+    assert client.post("/v1/ner", json=BODY).status_code == 200
+    response = client.request("DELETE", "/v1/adapters/yor_Latn-ner")
+    check_error(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    check_error(client.get("/v1/adapters"), 401, "unauthorized")
+    ok = client.request("DELETE", "/v1/adapters/yor_Latn-ner", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert ok.status_code == 200 and ok.json()["id"] == "yor_Latn-ner"
+
+    keyless, _ = build(ApiKeys())
+    check_error(InProcess(keyless).get("/v1/adapters"), 403, "admin_disabled")
+    check_error(InProcess(keyless).request("DELETE", "/v1/adapters/yor_Latn-ner"), 403, "admin_disabled")
     closed, _ = build(ApiKeys(api=(API.encode(),)))
     check_error(InProcess(closed).get("/v1/adapters", headers={"X-API-Key": API}), 403, "admin_disabled")
 
 
+LOOPBACK = AllowedHosts.for_bind("127.0.0.1")
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "localhost.evil.example", "127.0.0.2"])
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/adapters"), ("POST", "/v1/ner"), ("GET", "/health")])
+def test_a_host_the_server_does_not_answer_to_is_refused(host: str, method: str, path: str) -> None:
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 reaches a loopback server under its own name."""
+    app, counters = build(hosts=LOOPBACK)
+    kwargs: dict[str, Any] = {"json": BODY} if method == "POST" else {}
+    response = InProcess(app).request(method, path, headers={**ADMIN_AUTH, "Host": host}, **kwargs)
+    body = check_error(response, 400, "host_not_allowed")
+    assert host.split(":")[0] in body["detail"] and "--allowed-hosts" in body["hint"]
+    assert counters.value == 0
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:8000", "127.0.0.1:8000", "[::1]:8000"])
+def test_loopback_names_with_any_port_are_answered(host: str) -> None:
+    app, _ = build(hosts=LOOPBACK)
+    client = InProcess(app)
+    assert client.get("/v1/adapters", headers={**ADMIN_AUTH, "Host": host}).status_code == 200
+    assert client.post("/v1/ner", json=BODY, headers={**AUTH, "Host": host}).status_code == 200
+
+
+def test_a_server_beyond_loopback_answers_any_host_unless_configured() -> None:
+    anywhere, _ = build(hosts=AllowedHosts.for_bind("0.0.0.0"))
+    assert InProcess(anywhere).get("/health", headers={"Host": "langadapt.internal:8000"}).status_code == 200
+    named, _ = build(hosts=AllowedHosts.for_bind("0.0.0.0", ["langadapt.internal"]))
+    assert InProcess(named).get("/health", headers={"Host": "langadapt.internal:8000"}).status_code == 200
+    check_error(InProcess(named).get("/health", headers={"Host": "10.1.2.3"}), 400, "host_not_allowed")
+
+
+def test_admin_routes_send_no_cors_headers() -> None:
+    app, _ = build(hosts=LOOPBACK)
+    client = InProcess(app)
+    origin = {"Origin": "http://evil.example", "Host": "localhost:8000"}
+    response = client.get("/v1/adapters", headers={**ADMIN_AUTH, **origin})
+    assert response.status_code == 200
+    preflight = client.request("OPTIONS", "/v1/adapters", headers={**origin, "Access-Control-Request-Method": "DELETE"})
+    for answer in (response, preflight):
+        assert not any(name.lower().startswith("access-control-") for name in answer.headers), answer.headers
+    assert preflight.status_code in (401, 405)
+
+
 def test_public_routes_need_no_key() -> None:
     app, _ = build()
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
     assert InProcess(app).get("/health").status_code == 200
     assert InProcess(app).get("/openapi.json").status_code == 200
 
 
 AUTH = {"Authorization": f"Bearer {API}"}
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 JSON = {"Content-Type": "application/json"}
 
 
@@ -204,6 +269,17 @@ def test_a_full_queue_is_a_429_and_an_unready_worker_a_503_both_with_retry_after
     response = InProcess(unready).post("/v1/ner", json=BODY, headers=AUTH)
     check_error(response, 503, "not_ready")
     assert response.headers["Retry-After"] == "1"
+
+
+def test_a_stopping_server_answers_503_and_closes_the_connection_but_stays_alive() -> None:
+    app, counters = build(draining=True)
+    client = InProcess(app)
+    for method, path in (("POST", "/v1/ner"), ("GET", "/v1/adapters"), ("GET", "/ready")):
+        response = client.request(method, path, headers=ADMIN_AUTH, **({"json": BODY} if method == "POST" else {}))
+        check_error(response, 503, "shutting_down")
+        assert response.headers["Retry-After"] == "1" and response.headers["Connection"] == "close"
+    assert client.get("/health").status_code == 200
+    assert counters.value == 0
 
 
 def test_unknown_routes_and_methods_and_crashes_answer_json() -> None:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from langadapt.errors import LangadaptError
 from langadapt.inference.errors import ServeError
-from langadapt.serve.auth import ApiKeys, presented_key, read_keys_file
+from langadapt.serve.auth import AllowedHosts, ApiKeys, host_name, presented_key, read_keys_file
 from langadapt.serve.limits import Limits, text_problem
 from langadapt.serve.schemas import TEXT_TOO_LONG, TOO_MANY_TEXTS, LabelRequest, LoadRequest
 
@@ -108,15 +108,49 @@ def test_keys_come_from_the_environment_and_a_file(tmp_path: Path) -> None:
     assert keys.role_of(b"file-admin-key") == "admin"
     assert keys.role_of(b"env-api-key-3") is None
     assert keys.role_of(None) is None
-    assert keys.inference_requires_key and not keys.admin_open
+    assert keys.inference_requires_key
     assert "key-1" not in repr(keys)
 
 
-def test_admin_routes_are_open_only_on_loopback_without_admin_keys() -> None:
-    assert ApiKeys.load(environ={}, host="127.0.0.1").admin_open
-    assert not ApiKeys.load(environ={}, host="0.0.0.0").admin_open
-    assert not ApiKeys.load(environ={"LANGADAPT_ADMIN_KEYS": "admin-key-1"}).admin_open
-    assert not ApiKeys.load(environ={}).inference_requires_key
+def test_without_configured_keys_inference_is_open_and_an_admin_key_can_be_added() -> None:
+    keys = ApiKeys.load(environ={})
+    assert not keys.inference_requires_key and not keys.admin
+    generated = keys.with_admin("generated-admin-key-0123")
+    assert generated.role_of(b"generated-admin-key-0123") == "admin" and not generated.inference_requires_key
+    with pytest.raises(LangadaptError):
+        keys.with_admin("short")
+
+
+@pytest.mark.parametrize(
+    ("bind", "configured", "allowed", "refused"),
+    [
+        (
+            "127.0.0.1",
+            None,
+            ["localhost", "localhost:8000", "127.0.0.1:1", "[::1]:8000", "LOCALHOST."],
+            ["evil.example", "localhost.evil.example", "", None, "localhost:x"],
+        ),
+        ("0.0.0.0", None, ["evil.example", "10.0.0.5:8000", None], []),
+        ("::", None, ["evil.example"], []),
+        ("0.0.0.0", ["api.example.com", "10.0.0.5"], ["api.example.com:443", "10.0.0.5"], ["localhost", "example.com"]),
+        ("127.0.0.1", [".example.com"], ["example.com", "a.b.example.com:80"], ["evilexample.com", "localhost"]),
+        ("127.0.0.1", ["*"], ["anything.example"], []),
+    ],
+)
+def test_allowed_hosts_default_to_loopback_names_on_loopback_and_any_beyond(
+    bind: str, configured: list[str] | None, allowed: list[str | None], refused: list[str | None]
+) -> None:
+    hosts = AllowedHosts.for_bind(bind, configured)
+    assert all(hosts.allows(h) for h in allowed), hosts
+    assert not any(hosts.allows(h) for h in refused), hosts
+
+
+def test_host_names_lose_port_brackets_and_case() -> None:
+    assert host_name(b"LocalHost:8000") == "localhost"
+    assert host_name("[::1]:8000") == "::1"
+    assert host_name("[::1") == "" and host_name(None) == ""
+    with pytest.raises(LangadaptError):
+        AllowedHosts.for_bind("127.0.0.1", ["http://example.com/"])
 
 
 @pytest.mark.parametrize(

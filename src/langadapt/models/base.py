@@ -258,14 +258,22 @@ def compute_fingerprint(path: Path, files: list[Path]) -> str:
     digest.update(_canonical_json(architecture_config(load_config_dict(path))))
     with contextlib.ExitStack() as stack:
         owner: dict[str, Any] = {}
-        for file in files:
-            handle = stack.enter_context(safe_open(str(file), framework="pt"))
-            for name in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
-                if name in owner:
-                    raise BaseModelError(f"tensor {name} appears twice in the weights of {path}", "re-save it")
-                owner[name] = handle
-        for name in sorted(owner):
-            _hash_tensor(digest, name, owner[name])
+        try:
+            for file in files:
+                handle = stack.enter_context(safe_open(str(file), framework="pt"))
+                for name in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
+                    if name in owner:
+                        raise BaseModelError(f"tensor {name} appears twice in the weights of {path}", "re-save it")
+                    owner[name] = handle
+            for name in sorted(owner):
+                _hash_tensor(digest, name, owner[name])
+        except BaseModelError:
+            raise
+        except Exception as err:  # safetensors raises its own error type for a truncated or foreign file
+            raise BaseModelError(
+                f"the weights of base model {path} cannot be read ({type(err).__name__}: {err})",
+                "the file is truncated or not safetensors: download or save the model again",
+            ) from None
     return digest.hexdigest()
 
 

@@ -90,6 +90,9 @@ class VerifyProblem:
         return f"{where}{f' {self.file}' if self.file else ''}: {self.reason}"
 
 
+UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT})
+
+
 class AdapterStore:
     """A directory of published adapter versions; safe for concurrent publishers (threads and processes)."""
 
@@ -115,15 +118,16 @@ class AdapterStore:
         if version is not None:
             check_version_or_raise(version)
         files = _scan_source(folder)
-        self._ensure_layout()
-        self.clean_staging()
-        staging = self._new_staging("publish")
-        try:
-            meta = _with(meta, files=_stage_files(folder, files, staging))
-            return self._commit(staging, meta, version)
-        except BaseException:
-            _discard(staging)
-            raise
+        with self._writing():
+            self._ensure_layout()
+            self.clean_staging()
+            staging = self._new_staging("publish")
+            try:
+                meta = _with(meta, files=_stage_files(folder, files, staging))
+                return self._commit(staging, meta, version)
+            except BaseException:
+                _discard(staging)
+                raise
 
     def import_adapters_folder(
         self,
@@ -456,6 +460,21 @@ class AdapterStore:
     def _bump_generation(self) -> None:
         """Add one to GENERATION, atomically (caller holds the lock)."""
         _atomic_write_text(self.root / GENERATION_FILE, f"{self.generation() + 1}\n")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn a store that cannot be written (read-only, no permission, full) into a StoreError saying so."""
+        try:
+            yield
+        except OSError as err:
+            where = Path(err.filename) if isinstance(err.filename, str) else None
+            if err.errno not in UNWRITABLE or where is None or not where.is_relative_to(self.root):
+                raise
+            raise StoreError(
+                f"the adapter store {self.root} cannot be written ({err.strerror})",
+                hint="the versions already published keep serving; make the store writable (or free space) "
+                "and publish again",
+            ) from None
 
     def _ensure_layout(self) -> None:
         """Create the root, adapters/ and .staging/ folders if missing."""

@@ -49,6 +49,7 @@ from langadapt.serve.schemas import (
     StackOut,
 )
 from langadapt.serve.settings import ServerSettings
+from langadapt.serve.supervisor import guard_worker, start_failures_recorded
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,11 @@ class InferenceAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         """Load the base model and the adapters of every task, then follow the store and the admin log."""
+        guard_worker()  # group SIGTERM/Ctrl-C is the main process's to handle (it drains first); end with it
+        with start_failures_recorded(self.settings.runtime()):  # why a start failed, for the main process
+            self._setup(device)
+
+    def _setup(self, device: str) -> None:
         metrics = get_metrics()
 
         def on_batch(stats: BatchStats) -> None:

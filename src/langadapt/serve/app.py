@@ -18,7 +18,6 @@ import hashlib
 import logging
 import multiprocessing as mp
 import os
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,8 @@ from langadapt.models.manifest import Manifest
 from langadapt.models.manifest import adapter_id as conventional_id
 from langadapt.models.store import MANIFEST_FILE, AdapterStore
 from langadapt.models.store_view import LayeredStore, store_view
-from langadapt.serve.api import LABEL_PATH, POOL, InferenceAPI, TaskCall
-from langadapt.serve.auth import ApiKeys
+from langadapt.serve.api import POOL, InferenceAPI, TaskCall
+from langadapt.serve.auth import AllowedHosts, ApiKeys
 from langadapt.serve.control import ControlChannel
 from langadapt.serve.gateway import Gateway, InFlight
 from langadapt.serve.metrics import get_metrics
@@ -57,11 +56,10 @@ from langadapt.serve.schemas import (
     WorkerView,
 )
 from langadapt.serve.settings import ServerSettings
+from langadapt.serve.supervisor import SupervisedServer
 
 log = logging.getLogger(__name__)
 
-READY_TTL_S = 1.0
-WORKER_PREFIX = LABEL_PATH.rsplit("/", 1)[-1]  # LitServe names the workers `<last path part>_<i>`
 ERROR_SLUGS = {
     400: "bad_request",
     401: "unauthorized",
@@ -88,35 +86,22 @@ def build_server(settings: ServerSettings, keys: ApiKeys | None = None) -> ls.Li
     in_flight = InFlight(mp.Value("i", 0))
     info = resolve_base_model(settings.base)
     stores = store_view(settings.store, settings.defaults)
-    holder: dict[str, ls.LitServer] = {}
-    checked: dict[str, tuple[float, bool]] = {}
-
-    def ready() -> bool:
-        """Whether a worker is ready; a yes is trusted for a second (asking the manager costs IPC)."""
-        now = time.monotonic()
-        last = checked.get(POOL)
-        if last is not None and last[1] and now - last[0] < READY_TTL_S:
-            return True
-        status = getattr(holder.get("server"), "workers_setup_status", None)
-        if status is None:  # not started through LitServer.run (in-process tests): nothing to wait for
-            return True
-        try:
-            answer = any(k.startswith(f"{WORKER_PREFIX}_") and v == "ready" for k, v in dict(status).items())
-        except (OSError, EOFError):  # the manager is gone: the server is shutting down
-            answer = False
-        checked[POOL] = (now, answer)
-        return answer
-
+    holder: dict[str, SupervisedServer] = {}
     gateway_options = {
         "keys": keys or ApiKeys(),
         "limits": limits,
         "tasks": settings.tasks,
         "in_flight": in_flight,
-        "ready": ready,
+        "ready": lambda: holder["server"].pool_ready(),
+        "hosts": AllowedHosts.for_bind(settings.host, settings.allowed_hosts),
+        "draining": lambda: holder["server"].draining(),
     }
     api = InferenceAPI(settings)
-    server = ls.LitServer(
+    server = SupervisedServer(  # replaces dead workers and answers their requests; drains on SIGTERM
         api,
+        runtime_dir=settings.runtime(),
+        drain_timeout=settings.drain_timeout,
+        in_flight=in_flight,
         accelerator=settings.accelerator,  # type: ignore[arg-type]
         workers_per_device=settings.workers,
         timeout=settings.timeout,

@@ -12,12 +12,15 @@ import shutil
 import signal
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from langadapt.console import flag, settings_from
 from langadapt.serve.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from langadapt.serve.auth import ApiKeys
 
 __all__ = ["register", "serve"]
 
@@ -46,6 +49,8 @@ def serve(
     fallback: list[str] | None = flag(ServerSettings, "fallback"),
     api_keys_file: Path | None = flag(ServerSettings, "api_keys_file"),
     host: str = flag(ServerSettings, "host"),
+    allowed_hosts: str | None = flag(ServerSettings, "allowed_hosts"),
+    drain_timeout: float = flag(ServerSettings, "drain_timeout"),
     port: int = flag(ServerSettings, "port"),
     runtime_dir: Path | None = flag(ServerSettings, "runtime_dir"),
     watch_interval: float = flag(ServerSettings, "watch_interval"),
@@ -54,7 +59,11 @@ def serve(
 ) -> None:
     """Serve NER, sentiment and topic labelling by language code over HTTP, with hot-loaded adapters."""
     settings = settings_from(ServerSettings, locals())  # every parameter is a field of the model
+    from langadapt.serve.admin_key import provide_admin_key, remove_admin_key
+    from langadapt.serve.auth import ApiKeys
     from langadapt.serve.metrics import configure_multiprocess
+
+    keys, key_file, generated = provide_admin_key(ApiKeys.load(keys_file=settings.api_keys_file), host, port)
 
     created = settings.runtime_dir is None
     runtime = settings.runtime_dir or Path(tempfile.mkdtemp(prefix="langadapt-serve-"))
@@ -63,13 +72,15 @@ def serve(
     configure_multiprocess(runtime / "metrics")  # before any metric exists and before workers start
     os.environ.update(settings.limits.to_env())  # the HTTP processes' schemas and the workers read them
     try:
-        server = _build(settings)
+        server = _build(settings, keys)
         signal.signal(signal.SIGTERM, _interrupt)  # LitServe shuts its workers down on KeyboardInterrupt
         typer.echo(
             f"serving {', '.join(settings.tasks)} on http://{host}:{port} (base {base}, backend {backend}, "
             f"workers {workers}; docs at /docs, metrics at /metrics)",
             err=True,
         )
+        if key_file is not None:
+            typer.echo(f"admin key (generated, as none is configured): {key_file}", err=True)
         try:
             server.run(
                 host=host,
@@ -81,6 +92,8 @@ def serve(
         except KeyboardInterrupt:  # SIGTERM or Ctrl-C: LitServe has stopped its workers; no traceback
             typer.echo("langadapt serve: stopped", err=True)
     finally:
+        if key_file is not None and generated is not None:
+            remove_admin_key(key_file, generated)
         if created:
             shutil.rmtree(runtime, ignore_errors=True)
 
@@ -96,12 +109,11 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _build(settings: ServerSettings) -> Any:
+def _build(settings: ServerSettings, keys: ApiKeys) -> Any:
     """The LitServer (imported here: LitServe and the app load only when the server starts)."""
     from langadapt.serve.app import build_server
-    from langadapt.serve.auth import ApiKeys
 
-    return build_server(settings, ApiKeys.load(keys_file=settings.api_keys_file, host=settings.host))
+    return build_server(settings, keys)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,10 +1,12 @@
 """The ASGI middleware every request passes first: auth, body size, admission (queue depth), request metrics.
 
-Order of checks, so that cheap refusals come before work: route class → API key (401 missing, 403 wrong;
-admin routes need an admin key) → declared body size (413) → worker readiness (503) and queue depth (429,
-both with Retry-After) → the app, reading at most `Limits.body_bytes` (413 beyond). Every refusal is a JSON
-`{error, detail, hint}`. Each inference request is counted and timed by task, language and status; the
-language comes from the worker's `x-langadapt-language` response header (`none` when refused earlier).
+Order of checks, so that cheap refusals come before work: `Host` header (400 `host_not_allowed` for a host the
+server does not answer to: DNS rebinding) → a stopping server (503 `shutting_down` for all but `/health` and
+`/metrics`) → route class → API key (401 missing, 403 wrong; admin routes always need an admin key, and the
+server always has one) → declared body size (413) → worker readiness (503) and queue depth (429, both with
+Retry-After) → the app, reading at most `Limits.body_bytes` (413 beyond). Every refusal is a JSON
+`{error, detail, hint}`. Each inference request is counted and timed by task, language and status; the language
+comes from the worker's `x-langadapt-language` response header (`none` when refused earlier).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from langadapt.inference.errors import error_body
-from langadapt.serve.auth import ApiKeys, presented_key
+from langadapt.serve.auth import AllowedHosts, ApiKeys, host_name, presented_key
 from langadapt.serve.limits import Limits
 from langadapt.serve.metrics import NO_LANGUAGE, get_metrics
 
@@ -26,6 +28,7 @@ ADMIN_PREFIX = "/v1/adapters"
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 LANGUAGE_HEADER = b"x-langadapt-language"
 RETRY_AFTER_S = 1
+LIVE_PATHS = frozenset({"/health", "/metrics"})  # answered while the server drains (it is alive, not ready)
 MULTI_TASK = "label"  # `/v1/label`: several tasks per request
 
 
@@ -86,8 +89,12 @@ class Gateway:
         tasks: tuple[str, ...],
         in_flight: InFlight,
         ready: Callable[[], bool] | None = None,
+        hosts: AllowedHosts | None = None,
+        draining: Callable[[], bool] | None = None,
     ) -> None:
         self.app = app
+        self.draining = draining
+        self.hosts = hosts or AllowedHosts()
         self.keys = keys
         self.limits = limits
         self.tasks = tasks
@@ -105,7 +112,19 @@ class Gateway:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not await self._host_allowed(scope, send):
+            return
         path: str = scope["path"]
+        if self.draining is not None and path not in LIVE_PATHS and self.draining():
+            await send_error(
+                send,
+                503,
+                "shutting_down",
+                "the server is stopping: it finishes the requests it holds and takes no new ones",
+                "retry after the Retry-After delay (on another replica, if there is one)",
+                {"Retry-After": str(RETRY_AFTER_S), "Connection": "close"},
+            )
+            return
         task = self._task_of(path)
         if task is None:
             admin = path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
@@ -115,17 +134,34 @@ class Gateway:
             return
         await self._inference(task, scope, receive, send)
 
+    async def _host_allowed(self, scope: Scope, send: Send) -> bool:
+        """Whether the request's `Host` is one this server answers to; answers 400 otherwise."""
+        if self.hosts.any:
+            return True
+        header = next((v for n, v in scope["headers"] if n.lower() == b"host"), None)
+        if self.hosts.allows(header):
+            return True
+        shown = host_name(header)[:100] or "(none)"
+        await send_error(
+            send,
+            400,
+            "host_not_allowed",
+            f"this server does not answer to the host {shown!r} named in the Host header",
+            f"address it as one of {', '.join(self.hosts.names)}, or start it with --allowed-hosts naming "
+            "the host it is reached by",
+        )
+        return False
+
     async def _admin_allowed(self, scope: Scope, send: Send) -> bool:
-        """Admin routes: an admin key, or no admin keys configured and a loopback-only server."""
+        """Admin routes: an admin key, always (with none configured, the admin API is off)."""
         if not self.keys.admin:
-            if self.keys.admin_open:
-                return True
             await send_error(
                 send,
                 403,
                 "admin_disabled",
-                "the admin API is disabled: no admin key is configured and the server listens beyond loopback",
-                "set LANGADAPT_ADMIN_KEYS (or an `admin` list in --api-keys-file) and send the key",
+                "the admin API is disabled: this server has no admin key",
+                "set LANGADAPT_ADMIN_KEYS (or an `admin` list in --api-keys-file), or start it with `langadapt "
+                "serve`, which generates one",
             )
             return False
         key = presented_key(scope["headers"])

