@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from langadapt.serve.cli_serve import register
+from langadapt.serve.metrics import MULTIPROC_ENV
 
 TASKS = ("ner", "sentiment", "topic")
 
@@ -45,10 +47,14 @@ def test_help_lists_the_flags() -> None:
         (["--allowed-hosts", "http://example.com"], "not a host name"),
     ],
 )
-def test_bad_choices_are_refused_before_starting(args: list[str], message: str) -> None:
+def test_bad_choices_are_refused_before_starting(
+    args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     result = CliRunner().invoke(app(), ["serve", *args])
     assert result.exit_code == 2
     assert message in result.output and "hint:" in result.output
+    assert MULTIPROC_ENV not in os.environ, "refused before metrics were set up (nothing started)"
 
 
 def test_a_port_in_use_is_refused_before_an_admin_key_is_written(

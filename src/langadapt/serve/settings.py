@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 
 from langadapt.errors import SettingsError
 from langadapt.inference.settings import InferenceSettings, split_list
+from langadapt.serve.auth import AllowedHosts
 from langadapt.serve.limits import Limits
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # noqa: S104 - listening beyond loopback is the user's explicit choice
@@ -77,7 +78,10 @@ class ServerSettings(ServingSettings):
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _host_list(cls, value: Any) -> Any:
-        return () if value is None else split_list(value)
+        """Comma-separated names, each a host name or address (checked here, before anything starts)."""
+        names = () if value is None else split_list(value)
+        AllowedHosts.for_bind(HOSTS[0], names)
+        return names
 
     @field_validator("host")
     @classmethod
