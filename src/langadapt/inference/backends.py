@@ -26,6 +26,7 @@ from langadapt.errors import LangadaptError
 from langadapt.models.bank import AdapterBank, BankedEncoder, BankLayout
 from langadapt.models.base import BaseModelInfo, load_config_dict, quiet_transformers
 from langadapt.models.heads import Head
+from langadapt.models.store_view import STORE
 
 if TYPE_CHECKING:
     from langadapt.inference.routing import StackKey
@@ -169,7 +170,7 @@ class SwappableBackend:
                 f"export one first: langadapt export swappable --base {info.id}, or serve with --backend torch",
             )
         chosen = min(found, key=lambda c: (_precision_rank(c), -c.ref.version))
-        manifest, folder = stores.open(chosen.ref, info.fingerprint)
+        manifest, folder = stores.open_ref(chosen.ref, info.fingerprint)
         saved = dict(manifest.extra["layout"])
         self.layout = BankLayout(**{**saved, "lora_matrices": tuple(saved["lora_matrices"])})
         self.runtime = SwappableRuntime(folder, device=_ort_device(device), threads=threads)  # type: ignore[arg-type]
@@ -256,7 +257,7 @@ class FusedBackend(TorchBackend):
     def _open(self, chosen: Candidate) -> Any:
         from langadapt.export.runtime import FusedRuntime
 
-        _, folder = self.stores.open(chosen.ref, self.info.fingerprint)
+        _, folder = self.stores.open_ref(chosen.ref, self.info.fingerprint)
         return FusedRuntime(folder, device=_ort_device(self.device), threads=self.threads)  # type: ignore[arg-type]
 
     def _follow_store(self) -> None:
@@ -275,11 +276,13 @@ class FusedBackend(TorchBackend):
             task, language = roles.get("task"), roles.get("language")
             if task is None:
                 continue
-            signature = (
+            signature = (  # the source too: a store id may shadow a default of the same id and version
                 task["id"],
                 task["version"],
+                task.get("source", STORE),
                 language["id"] if language else None,
                 language["version"] if language else None,
+                language.get("source", STORE) if language else None,
             )
             index.setdefault(signature, []).append(c)
         self._index = index
@@ -290,8 +293,10 @@ class FusedBackend(TorchBackend):
         return (
             key.task.id,
             key.task.version,
+            key.task.source,
             language.id if language else None,
             language.version if language else None,
+            language.source if language else None,
         )
 
 
