@@ -20,6 +20,27 @@ StoreOption = Annotated[
     Path | None,
     typer.Option("--store", help="Adapter store directory (default: $LANGADAPT_STORE or <cache>/store)."),
 ]
+DefaultsFlag = Annotated[
+    bool,
+    typer.Option(
+        "--defaults/--no-defaults", help="Include the packaged default adapters (read-only, under the store)."
+    ),
+]
+
+
+def open_view(store: Path | None, defaults: bool = True) -> Any:  # LayeredStore, imported lazily (fast --help)
+    """The store view every command reads adapters through: the writable store over the packaged defaults."""
+    from langadapt.models.store_view import PACKAGED, store_view
+
+    return store_view(store, PACKAGED if defaults else None)
+
+
+def warn_if_shadowing(view: Any, ident: str) -> str | None:
+    """Print (to stderr) and return the warning when the store's `ident` hides a packaged default of that id."""
+    warning = view.shadow_warning(ident)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+    return warning
 
 
 def friendly_errors(func: F) -> F:
