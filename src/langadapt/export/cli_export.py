@@ -1,5 +1,7 @@
 """`langadapt export`: fused and swappable ONNX exports, and re-verification of exported artifacts.
 
+Adapters are found through the store view (the writable store over the packaged defaults, as the server sees
+them), so a packaged default exports like a stored adapter; artifacts are published to the writable store.
 Mounted by the main CLI as ``app.add_typer(export_app, name="export")``. A `LangadaptError` becomes a message, a
 hint and exit code 2; a failed parity or checksum check in ``export verify`` prints its figures and exits 1.
 """
@@ -11,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from langadapt.console import JsonFlag, StoreOption, emit, friendly_errors
+from langadapt.console import DefaultsFlag, JsonFlag, StoreOption, emit, friendly_errors, open_view
 from langadapt.errors import AdapterNotFoundError, StoreError
 
 __all__ = ["export_app"]
@@ -95,6 +97,7 @@ def fused(
         bool, typer.Option("--task-only", help="Export the task adapter alone, without any language adapter.")
     ] = False,
     store: StoreOption = None,
+    defaults: DefaultsFlag = True,
     base: Annotated[
         str | None, typer.Option("--base", help="Base model (default: the one the task adapter was trained on).")
     ] = None,
@@ -110,18 +113,17 @@ def fused(
     from langadapt.export.fused import export_fused
     from langadapt.models.language import canonical_language
     from langadapt.models.manifest import adapter_id
-    from langadapt.models.store import AdapterStore
 
     if task_only and lang_adapter:
         raise ExportError("--task-only and --lang-adapter contradict each other", "pass one of them")
-    adapter_store = AdapterStore(store)
-    task_manifest = adapter_store.get(adapter_id(canonical_language(lang), task))
+    view = open_view(store, defaults)
+    task_manifest = view.get(adapter_id(canonical_language(lang), task))
     lang_id, lang_version = lang_adapter, None
     if lang_id is None and not task_only:
         recorded = task_manifest.extra.get("language_adapter") or {}
         lang_id, lang_version = recorded.get("id"), recorded.get("version")
     manifest = export_fused(
-        adapter_store,
+        view,
         lang_id,
         task_manifest.id,
         base=base,
@@ -144,6 +146,7 @@ def swappable(
         "embedded"
     ),
     store: StoreOption = None,
+    defaults: DefaultsFlag = True,
     precision: Annotated[str, typer.Option("--precision", help="fp32, or fp16 for the CUDA provider.")] = "fp32",
     optimize: OptimizeFlag = None,
     out: OutOption = None,
@@ -152,7 +155,7 @@ def swappable(
     """Export the base graph whose adapter weights are inputs (one per base model), checked on a mixed batch."""
     from langadapt.export.swappable import export_swappable
 
-    manifest = export_swappable(store, base=base, precision=precision, optimize=optimize, out=out)
+    manifest = export_swappable(open_view(store, defaults), base=base, precision=precision, optimize=optimize, out=out)
     summary = _summary(manifest)
     summary["check_stacks"] = manifest.extra.get("check_stacks")
     emit(summary, as_json, lambda: f"published {manifest.id} v{manifest.version}\n" + _figures(summary["parity"]))
@@ -164,6 +167,7 @@ def verify(
     artifact_id: Annotated[str, typer.Argument(help="Id of an onnx-fused or onnx-swappable artifact.")],
     version: Annotated[int | None, typer.Option("--version", help="Version (default: latest).")] = None,
     store: StoreOption = None,
+    defaults: DefaultsFlag = True,
     eval_file: EvalOption = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
     as_json: JsonFlag = False,
@@ -171,17 +175,22 @@ def verify(
     """Re-check an exported artifact: file checksums, then parity with the PyTorch reference; exit 1 if it fails."""
     from langadapt.export.errors import ParityError
     from langadapt.export.verify import verify_artifact
-    from langadapt.models.store import AdapterStore
+    from langadapt.models.store_view import STORE, address
 
-    adapter_store = AdapterStore(store)
-    manifest = adapter_store.get(artifact_id, version)
+    view = open_view(store, defaults)
+    manifest = view.get(artifact_id, version)
     labelled = None
     if manifest.artifact == "onnx-fused" and manifest.extra.get("precision") != "fp32":
         sources = {row["role"]: row for row in manifest.extra.get("sources", [])}
-        task = adapter_store.get(sources["task"]["id"], sources["task"]["version"]) if "task" in sources else None
+        task_row = sources.get("task")
+        task = (
+            view.get(address(view, task_row["id"], task_row.get("source", STORE)), task_row["version"])
+            if task_row
+            else None
+        )
         labelled = _labelled(eval_file, task) if task is not None else None
     try:
-        result = verify_artifact(adapter_store, manifest.id, manifest.version, labelled=labelled, device=device)
+        result = verify_artifact(view, manifest.id, manifest.version, labelled=labelled, device=device)
     except AdapterNotFoundError:
         raise
     except (ParityError, StoreError) as err:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from langadapt.models.bank import AdapterWeights, BankLayout
     from langadapt.models.heads import Head
     from langadapt.models.store import AdapterStore
+    from langadapt.models.store_view import LayeredStore
 
 __all__ = [
     "FP32_ATOL",
@@ -387,7 +388,7 @@ def check_swappable(
 
 
 def verify_artifact(
-    store: AdapterStore,
+    store: LayeredStore | AdapterStore,
     artifact_id: str,
     version: int | None = None,
     *,
