@@ -33,7 +33,8 @@ def _text(summary: dict[str, Any]) -> str:
     def figures(values: dict[str, float]) -> str:
         return "  ".join(f"{k} {v:.4f}" for k, v in values.items()) or "-"
 
-    lines = [f"{summary['id']} v{summary.get('version') or '-'}  {summary.get('variant', '')}"]
+    name = summary["id"] if summary.get("source", "store") == "store" else f"{summary['source']}:{summary['id']}"
+    lines = [f"{name} v{summary.get('version') or '-'}  {summary.get('variant', '')}"]
     if "validation" in summary:
         lines.append(f"validation  {figures(summary['validation'])}")
     lines.append(f"test        {figures(summary.get('metrics') or {})}")
@@ -136,14 +137,27 @@ def train_task(
         progress=progress,
     )
     result = train_task_adapter(settings)
+    if result.manifest is not None:
+        from langadapt.console import open_view, warn_if_shadowing
+
+        warn_if_shadowing(open_view(settings.store), result.manifest.id)
     _emit(result.summary(), as_json)
 
 
 def eval_task(
-    adapter: Annotated[str, typer.Option("--adapter", help="Task adapter id in the store, e.g. yor_Latn-ner.")],
+    adapter: Annotated[
+        str,
+        typer.Option(
+            "--adapter", help="Task adapter id, e.g. yor_Latn-ner (the store's, else the packaged default's)."
+        ),
+    ],
     test: Annotated[Path, typer.Option("--test", help="Labelled file to score it on.")],
     version: Annotated[int | None, typer.Option("--version", help="Adapter version (default: latest).")] = None,
     store: Annotated[Path | None, _opt("store", "--store")] = None,
+    defaults: Annotated[
+        bool,
+        typer.Option("--defaults/--no-defaults", help="Include the packaged default adapters (read-only)."),
+    ] = True,
     base: Annotated[
         str | None, typer.Option("--base", help="Base model (default: the one the adapter was trained on).")
     ] = None,
@@ -161,15 +175,17 @@ def eval_task(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")] = False,
 ) -> None:
     """Score a stored task adapter on a labelled file, beside the majority-class baseline."""
+    from langadapt.console import open_view
     from langadapt.errors import LangadaptError
     from langadapt.training.task_adapter import evaluate_task_adapter
 
     if on_bad_row not in ("error", "skip"):
         raise LangadaptError(f"--on-bad-row {on_bad_row} is not a policy", "use error or skip")
+    view = open_view(store, defaults)
     result = evaluate_task_adapter(
         adapter,
         test,
-        store=store,
+        store=view,
         version=version,
         base=base,
         lang_adapter=lang_adapter,
@@ -181,7 +197,7 @@ def eval_task(
         batch_size=batch_size,
         out=out,
     )
-    _emit(result.summary(), as_json)
+    _emit({**result.summary(), "source": view.source_of(adapter)}, as_json)
 
 
 def _emit(summary: dict[str, Any], as_json: bool) -> None:

@@ -40,6 +40,8 @@ from langadapt.training.runs import RunRecord
 if TYPE_CHECKING:
     import torch
 
+    from langadapt.models.store_view import LayeredStore
+
 # torch, transformers, scikit-learn and seqeval are imported inside the functions that use them, so that
 # importing this module (the CLI does, for its flag help) stays fast.
 
@@ -944,7 +946,7 @@ def evaluate_task_adapter(
     adapter: str,
     test: Path,
     *,
-    store: Path | None = None,
+    store: Path | LayeredStore | None = None,
     version: int | None = None,
     base: str | None = None,
     lang_adapter: str | None = None,
@@ -957,7 +959,10 @@ def evaluate_task_adapter(
     seed: int = 42,
     out: Path | None = None,
 ) -> EvalResult:
-    """Score a stored task adapter (with its recorded language adapter) on a test file, beside the majority."""
+    """Score a stored task adapter (with its recorded language adapter) on a test file, beside the majority.
+
+    `adapter` is found through the store view (`store`, or a path: that store over the packaged defaults).
+    """
     from langadapt.models.base import load_tokenizer, resolve_base_model
     from langadapt.models.modeling import (
         FULL_KIND,
@@ -967,10 +972,10 @@ def evaluate_task_adapter(
         load_stack,
         module_name,
     )
-    from langadapt.models.store import AdapterStore
+    from langadapt.models.store_view import LayeredStore, store_view
 
     started = time.perf_counter()
-    adapter_store = AdapterStore(store)
+    adapter_store = store if isinstance(store, LayeredStore) else store_view(store)
     manifest = adapter_store.get(adapter, version)
     if manifest.task not in HEAD_TYPES:
         raise LangadaptError(f"{manifest.id} is a {manifest.task} adapter", "pass a topic, sentiment or ner adapter")
@@ -978,9 +983,7 @@ def evaluate_task_adapter(
     tokenizer = load_tokenizer(info)
     model = load_adapter_model(info)
     drop_heads(model)
-    manifest, lang_manifest = load_stack(
-        model, adapter_store, manifest.id, manifest.version, language_adapter=lang_adapter
-    )
+    manifest, lang_manifest = load_stack(model, adapter_store, adapter, manifest.version, language_adapter=lang_adapter)
     model.eval()
     labels = list(manifest.labels)
     name = module_name(manifest.id)
