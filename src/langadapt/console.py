@@ -31,6 +31,20 @@ StoreOption = Annotated[
     Path | None,
     typer.Option("--store", help="Adapter store directory (default: $LANGADAPT_STORE or <cache>/store)."),
 ]
+DefaultsFlag = Annotated[
+    bool,
+    typer.Option(
+        "--defaults/--no-defaults", help="Include the packaged default adapters (read-only, under the store)."
+    ),
+]
+
+
+def warn_if_shadowing(view: Any, ident: str) -> str | None:
+    """Print (to stderr) and return the warning when the store's `ident` hides a packaged default of that id."""
+    warning = view.shadow_warning(ident)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+    return warning
 
 
 def friendly_errors(func: F) -> F:

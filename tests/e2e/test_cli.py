@@ -74,22 +74,71 @@ def test_store_commands_round_trip(tmp_path: Path) -> None:
     assert isinstance(first, dict) and isinstance(second, dict)
     assert (first["version"], second["version"]) == (1, 2)
 
-    listed = run_json("adapters", "list", "--store", store, "--lang", "yo")
+    listed = run_json("adapters", "list", "--store", store, "--lang", "yo", "--no-defaults")
     assert [(row["id"], row["version"]) for row in listed] == [("yor_Latn-topic", 2)]  # type: ignore[union-attr]
     shown = run_json("adapters", "show", "yor_Latn-topic", "--version", "1", "--store", store)
     assert isinstance(shown, dict) and shown["version"] == 1 and "adapter.safetensors" in shown["files"]
-    assert run_json("adapters", "verify", "--store", store) == {"ok": True, "problems": []}
+    assert shown["source"] == "store"
+    assert run_json("adapters", "verify", "--store", store, "--no-defaults") == {"ok": True, "problems": []}
 
     weights = tmp_path / "store" / "adapters" / "yor_Latn-topic" / "2" / "adapter.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x00\x00")
     result = runner.invoke(app, ["adapters", "verify", "--store", store, "--json"])
     assert result.exit_code == 1
     problems = json.loads(result.stdout)["problems"]
-    assert [(p["id"], p["version"], p["file"]) for p in problems] == [("yor_Latn-topic", 2, "adapter.safetensors")]
+    assert [(p["id"], p["version"], p["source"], p["file"]) for p in problems] == [
+        ("yor_Latn-topic", 2, "store", "adapter.safetensors")
+    ]
 
     removed = run_json("adapters", "remove", "yor_Latn-topic", "--store", store)
     assert removed == {"removed": "yor_Latn-topic", "version": None}
-    assert run_json("adapters", "list", "--store", store) == []
+    assert run_json("adapters", "list", "--store", store, "--no-defaults") == []
+
+
+def test_a_fresh_store_lists_shows_and_verifies_the_packaged_defaults(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    listed = run_json("adapters", "list", "--store", store)
+    assert isinstance(listed, list) and len(listed) == 15
+    assert {row["source"] for row in listed} == {"default"}
+    assert {row["name"] for row in listed} >= {"default:yor_Latn-ner", "default:hau_Latn-topic"}
+    text = runner.invoke(app, ["adapters", "list", "--store", store, "--lang", "yo", "--task", "ner"])
+    assert text.exit_code == 0 and text.output.split()[:2] == ["default:yor_Latn-ner@v1", "yor_Latn"]
+    shown = run_json("adapters", "show", "yor_Latn-ner", "--store", store)
+    assert isinstance(shown, dict) and (shown["source"], shown["id"]) == ("default", "yor_Latn-ner")
+    assert run_json("adapters", "verify", "yor_Latn-ner", "--store", store) == {"ok": True, "problems": []}
+    assert run_json("adapters", "verify", "--store", store) == {"ok": True, "problems": []}
+
+    missing = runner.invoke(app, ["adapters", "show", "yor_Latn-ner", "--store", store, "--no-defaults"])
+    assert missing.exit_code == 2 and "no adapter 'yor_Latn-ner'" in missing.output
+
+    refused = runner.invoke(app, ["adapters", "remove", "yor_Latn-ner", "--store", store])
+    assert refused.exit_code == 2
+    assert "default:yor_Latn-ner is a packaged default adapter: read-only" in refused.output
+
+
+def test_a_store_id_shadowing_a_default_is_shown_as_such(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    published = runner.invoke(app, ["adapters", "publish", str(write_folder(tmp_path / "a")), "--store", store])
+    assert published.exit_code == 0, published.output
+    assert "warning: yor_Latn-topic in the store" in published.output
+    assert "shadows the packaged default:yor_Latn-topic@v1" in published.output
+
+    rows = run_json("adapters", "list", "--store", store, "--lang", "yo", "--task", "topic")
+    assert [(r["name"], r["source"], r["shadowed"], r["shadows"]) for r in rows] == [  # type: ignore[index,union-attr]
+        ("yor_Latn-topic", "store", False, ["default:yor_Latn-topic@v1"]),
+        ("default:yor_Latn-topic", "default", True, []),
+    ]
+    text = runner.invoke(app, ["adapters", "list", "--store", store, "--lang", "yo", "--task", "topic"]).output
+    assert "yor_Latn-topic@v1" in text and "shadows default:yor_Latn-topic@v1" in text
+    assert "shadowed by the store's yor_Latn-topic: not served" in text
+    mine = run_json("adapters", "show", "yor_Latn-topic", "--store", store)
+    packaged = run_json("adapters", "show", "default:yor_Latn-topic", "--store", store)
+    assert isinstance(mine, dict) and isinstance(packaged, dict)
+    assert (mine["source"], mine["labels"]) == ("store", ["a", "b"])
+    assert packaged["source"] == "default" and len(packaged["labels"]) == 7
+
+    removed = runner.invoke(app, ["adapters", "remove", "yor_Latn-topic", "--store", store])
+    assert removed.exit_code == 0 and "the packaged default:yor_Latn-topic@v1 serves again" in removed.output
 
 
 def test_publishing_a_folder_without_manifest_says_what_to_do(tmp_path: Path) -> None:

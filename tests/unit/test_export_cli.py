@@ -79,7 +79,7 @@ def test_swappable_command(tiny: TinyStore, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["fused", "--lang", "yo", "--task", "topic", "--quantize", "int8", "--precision", "fp16"], "int8 is for CPU"),
-        (["fused", "--lang", "yo", "--task", "ner"], "no adapter 'yor_Latn-ner'"),
+        (["fused", "--lang", "yo", "--task", "ner", "--no-defaults"], "no adapter 'yor_Latn-ner'"),
         (["fused", "--lang", "xx-nope", "--task", "topic"], "unknown language code"),
         (["fused", "--lang", "yo", "--task", "topic", "--task-only", "--lang-adapter", "x"], "contradict"),
         (["verify", "ibo_Latn-topic"], "not an ONNX export"),

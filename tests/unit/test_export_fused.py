@@ -35,6 +35,8 @@ from langadapt.export.verify import verify_artifact
 from langadapt.models.bank import AdapterWeights
 from langadapt.models.heads import Head
 from langadapt.models.kinds import get_kind
+from langadapt.models.store import AdapterStore
+from langadapt.models.store_view import LayeredStore
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +313,26 @@ def test_verify_passes_then_fails_on_tampering_and_on_altered_weights(xlmr: Tiny
     with pytest.raises(StoreError, match="sha256"):
         verify_artifact(xlmr.store, manifest.id, manifest.version)
     xlmr.store.remove(manifest.id)
+
+
+def test_a_default_exports_through_the_view_into_the_writable_store(xlmr: TinyStore, tmp_path: Path) -> None:
+    """The tiny store as the read-only defaults layer under an empty writable store, as a fresh install has it."""
+    view = LayeredStore(AdapterStore(tmp_path / "store"), defaults=xlmr.store)
+    before = xlmr.store.generation()
+    manifest = export_fused(view, "yor_Latn-mlm-seq_bn", "yor_Latn-topic")
+    assert manifest.id == "default-yor_Latn-topic.default-yor_Latn-mlm-seq_bn.onnx-fp32"
+    assert [(s["id"], s["source"]) for s in manifest.extra["sources"]] == [
+        ("yor_Latn-mlm-seq_bn", "default"),
+        ("yor_Latn-topic", "default"),
+    ]
+    assert view.writable.ids() == [manifest.id] and xlmr.store.generation() == before  # defaults untouched
+
+    # A store adapter of the same id, with other weights, now shadows the default: re-verifying the artifact still
+    # reads the default it was exported from, and a new export of the id reads the store's, under its own id.
+    view.writable.publish(xlmr.store.path("ibo_Latn-topic"), xlmr.store.get("yor_Latn-topic"))
+    assert verify_artifact(view, manifest.id)["parity"]["passed"]
+    mine = export_fused(view, None, "yor_Latn-topic")
+    assert mine.id == "yor_Latn-topic.onnx-fp32" and mine.extra["sources"][0]["source"] == "store"
 
 
 def test_verify_refuses_what_is_not_an_export(xlmr: TinyStore) -> None:

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from safetensors.numpy import save_file
 
-from langadapt.models.manifest import EXTRA_FIELDS, MIRRORED_IN_EXTRA, AdapterVersion, Manifest, SourceAdapter
+from langadapt.models.manifest import EXTRA_FIELDS, AdapterVersion, Manifest, SourceAdapter
 from langadapt.models.store import AdapterStore
 
 LANG = AdapterVersion(id="yor_Latn-mlm-seq_bn", version=2)
@@ -61,11 +61,13 @@ def test_no_record_of_a_language_adapter_differs_from_a_record_of_none() -> None
     assert not Manifest.model_validate(unrecorded.model_dump()).records_language_adapter
 
 
-def test_fields_other_modules_still_read_from_extra_stay_there_too() -> None:
+def test_typed_fields_live_in_the_model_and_are_written_inside_extra() -> None:
     manifest = task_manifest(language_adapter=LANG, max_length=64, majority_label="O")
+    assert manifest.extra == {}  # in memory, code reads the typed fields
+    assert (manifest.language_adapter, manifest.max_length, manifest.majority_label) == (LANG, 64, "O")
     expected = {"language_adapter": {"id": LANG.id, "version": 2}, "max_length": 64, "majority_label": "O"}
-    assert manifest.extra == expected
-    assert "layout" not in MIRRORED_IN_EXTRA and set(MIRRORED_IN_EXTRA) <= set(EXTRA_FIELDS)
+    assert manifest.model_dump(mode="json")["extra"] == expected  # on disk, where older readers look
+    assert set(expected) <= set(EXTRA_FIELDS)
     swappable = task_manifest(layout={"slots": 2})
     assert swappable.extra == {} and swappable.model_dump()["extra"] == {"layout": {"slots": 2}}
 
@@ -76,7 +78,10 @@ def test_export_fields() -> None:
     manifest = task_manifest(artifact="onnx-fused", extra={"precision": "int8", "sources": rows, "opset": 17})
     assert manifest.precision == "int8" and manifest.extra["opset"] == 17
     assert manifest.sources == [SourceAdapter.model_validate(row) for row in rows]
-    assert json.loads(manifest.model_dump_json())["extra"] == {"precision": "int8", "sources": rows, "opset": 17}
+    written = [{**row, "source": "store"} for row in rows]  # rows without a layer (older graphs) came from the store
+    assert json.loads(manifest.model_dump_json())["extra"] == {"precision": "int8", "sources": written, "opset": 17}
+    packaged = SourceAdapter.model_validate({**rows[1], "source": "default"})
+    assert packaged.source == "default"
 
 
 @pytest.mark.parametrize(

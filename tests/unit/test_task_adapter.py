@@ -464,6 +464,22 @@ def test_cli_eval_reproduces_the_training_test_figures(
     assert summary["metrics"] == pytest.approx(ner_run.record.metrics)
     assert summary["majority"] == ner_run.record.majority
     assert summary["variant"] == "task-only:seq_bn"
+    assert summary["source"] == "store"
+
+
+def test_eval_finds_a_packaged_default_through_the_store_view(
+    ner_run: TaskRunResult, bert_info: BaseModelInfo, tmp_path: Path
+) -> None:
+    """The trained adapter's store as the read-only defaults layer under an empty writable store."""
+    from langadapt.models.store_view import LayeredStore
+    from langadapt.training.task_adapter import evaluate_task_adapter
+
+    assert ner_run.manifest is not None
+    view = LayeredStore(AdapterStore(tmp_path / "store"), AdapterStore(ner_run.out_dir.parent / "store"))
+    test_file = ner_run.out_dir.parent / "data" / "test.txt"
+    for name in (ner_run.manifest.id, f"default:{ner_run.manifest.id}"):
+        result = evaluate_task_adapter(name, test_file, store=view, base=str(bert_info.path))
+        assert result.metrics == pytest.approx(ner_run.record.metrics)
 
 
 def test_cli_trains_from_config_and_flags(cli: Any, info: BaseModelInfo, tmp_path: Path) -> None:
@@ -485,6 +501,21 @@ def test_cli_trains_from_config_and_flags(cli: Any, info: BaseModelInfo, tmp_pat
     assert (
         json.loads((tmp_path / "run" / "adapter" / "manifest.json").read_text(encoding="utf-8"))["task"] == "sentiment"
     )
+
+
+def test_cli_warns_when_the_published_id_shadows_a_packaged_default(
+    cli: Any, info: BaseModelInfo, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    paths = write_topic_data(tmp_path / "data", {"train": 16, "dev": 8})
+    args = ["train", "task", "--lang", "hau", "--task", "sentiment", "--train", str(paths["train"])]
+    args += ["--dev", str(paths["dev"]), "--base", str(info.path), "--store", str(tmp_path / "store")]
+    args += ["--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "16", "--no-progress"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "warning: hau_Latn-sentiment in the store" in result.output
+    assert "shadows the packaged default:hau_Latn-sentiment@v1" in result.output
 
 
 def test_cli_user_errors_exit_2_with_a_hint(cli: Any, tmp_path: Path) -> None:

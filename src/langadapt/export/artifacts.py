@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING
 
 from langadapt.export.errors import ExportError
 from langadapt.models.kinds import GRAPH_FILE, SWAPPABLE_ARTIFACT
+from langadapt.models.store import AdapterStore
+from langadapt.models.store_view import STORE, LayeredStore, store_view
 
 if TYPE_CHECKING:
     from langadapt.export.reference import StackSources
     from langadapt.models.manifest import Manifest
-    from langadapt.models.store import AdapterStore
 
 __all__ = [
+    "as_view",
     "check_out",
     "fused_id",
     "library_versions",
@@ -38,8 +40,13 @@ _LIBRARIES = ("torch", "transformers", "adapters", "onnx", "onnxruntime", "onnxr
 
 
 def fused_id(sources: StackSources, precision: str) -> str:
-    """`<task id>[.<language adapter id>].onnx-<precision>`: one id per stack and precision."""
-    parts = [sources.task.id] + ([sources.language.id] if sources.language is not None else [])
+    """`<task id>[.<language adapter id>].onnx-<precision>`: one id per stack and precision.
+
+    A packaged default's id reads `default-<id>` in it, so the graph of `default:yor_Latn-ner` and that of a
+    store `yor_Latn-ner` never share an artifact id.
+    """
+    rows = [(sources.task, sources.task_source), (sources.language, sources.language_source)]
+    parts = [m.id if source == STORE else f"{source}-{m.id}" for m, source in rows if m is not None]
     return ".".join([*parts, f"onnx-{precision}"])
 
 
@@ -70,13 +77,20 @@ def check_out(out: Path | None) -> None:
         raise ExportError(f"--out {out} exists and is not an empty folder", "pass a new or empty folder")
 
 
-def publish_artifact(store: AdapterStore, graph: Path, manifest: Manifest, work: Path, out: Path | None) -> Manifest:
+def as_view(store: LayeredStore | AdapterStore | Path | str | None) -> LayeredStore | AdapterStore:
+    """What an export reads adapters through: a view or store as given; a path (or None) as its store view."""
+    return store if isinstance(store, (LayeredStore, AdapterStore)) else store_view(store)
+
+
+def publish_artifact(
+    store: LayeredStore | AdapterStore, graph: Path, manifest: Manifest, work: Path, out: Path | None
+) -> Manifest:
     """Publish `graph` as the artifact described by `manifest`; with `out`, copy the published folder there too."""
     check_out(out)
     folder = work / "publish"
     folder.mkdir()
     shutil.move(str(graph), folder / GRAPH_FILE)
-    published = store.publish(folder, manifest)
+    published = store.publish(folder, manifest)  # a view publishes to its writable store
     if out is not None:
         shutil.copytree(store.path(published.id, published.version), out, dirs_exist_ok=True)
     return published

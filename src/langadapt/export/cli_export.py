@@ -1,5 +1,7 @@
 """`langadapt export`: fused and swappable ONNX exports, and re-verification of exported artifacts.
 
+Adapters are found through the store view (the writable store over the packaged defaults, as the server sees
+them), so a packaged default exports like a stored adapter; artifacts are published to the writable store.
 Mounted by the main CLI as ``app.add_typer(export_app, name="export")``. A `LangadaptError` becomes a message, a
 hint and exit code 2; a failed parity or checksum check in ``export verify`` prints its figures and exits 1.
 """
@@ -11,8 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
-from langadapt.console import HELP_MARKUP, JsonFlag, StoreOption, emit, friendly_errors
+from langadapt.console import HELP_MARKUP, DefaultsFlag, JsonFlag, StoreOption, emit, friendly_errors
 from langadapt.errors import AdapterNotFoundError, StoreError
+from langadapt.models.store_view import store_view
 
 __all__ = ["export_app"]
 
@@ -60,10 +63,10 @@ def _summary(manifest: Any) -> dict[str, Any]:
         "id": manifest.id,
         "version": manifest.version,
         "artifact": manifest.artifact,
-        "precision": manifest.extra.get("precision"),
+        "precision": manifest.precision,
         "base_model": manifest.base_model,
         "base_fingerprint": manifest.base_fingerprint,
-        "sources": manifest.extra.get("sources"),
+        "sources": [row.model_dump(mode="json") for row in manifest.sources or []] or None,
         "optimizer": manifest.extra.get("optimizer"),
         "graph_bytes": manifest.extra.get("graph_bytes"),
         "parity": manifest.metrics.get("parity"),
@@ -72,7 +75,7 @@ def _summary(manifest: Any) -> dict[str, Any]:
 
 def _labelled(path: Path | None, task: Any) -> Any:
     """The labelled set for int8/fp16 checks: `--eval`, else the task adapter's recorded test file if present."""
-    from langadapt.export.verify import LabelledSet
+    from langadapt.export.parity import LabelledSet
 
     repair_iob = bool(task.training.params.get("repair_iob", False))  # read it as the adapter's training did
     if path is not None:
@@ -96,6 +99,7 @@ def fused(
         bool, typer.Option("--task-only", help="Export the task adapter alone, without any language adapter.")
     ] = False,
     store: StoreOption = None,
+    defaults: DefaultsFlag = True,
     base: Annotated[
         str | None, typer.Option("--base", help="Base model (default: the one the task adapter was trained on).")
     ] = None,
@@ -111,18 +115,17 @@ def fused(
     from langadapt.export.fused import export_fused
     from langadapt.models.language import canonical_language
     from langadapt.models.manifest import adapter_id
-    from langadapt.models.store import AdapterStore
 
     if task_only and lang_adapter:
         raise ExportError("--task-only and --lang-adapter contradict each other", "pass one of them")
-    adapter_store = AdapterStore(store)
-    task_manifest = adapter_store.get(adapter_id(canonical_language(lang), task))
+    view = store_view(store, defaults)
+    task_manifest = view.get(adapter_id(canonical_language(lang), task))
     lang_id, lang_version = lang_adapter, None
     if lang_id is None and not task_only:
-        recorded = task_manifest.extra.get("language_adapter") or {}
-        lang_id, lang_version = recorded.get("id"), recorded.get("version")
+        recorded = task_manifest.language_adapter
+        lang_id, lang_version = (recorded.id, recorded.version) if recorded else (None, None)
     manifest = export_fused(
-        adapter_store,
+        view,
         lang_id,
         task_manifest.id,
         base=base,
@@ -145,6 +148,7 @@ def swappable(
         "embedded"
     ),
     store: StoreOption = None,
+    defaults: DefaultsFlag = True,
     precision: Annotated[str, typer.Option("--precision", help="fp32, or fp16 for the CUDA provider.")] = "fp32",
     optimize: OptimizeFlag = None,
     out: OutOption = None,
@@ -153,7 +157,7 @@ def swappable(
     """Export the base graph whose adapter weights are inputs (one per base model), checked on a mixed batch."""
     from langadapt.export.swappable import export_swappable
 
-    manifest = export_swappable(store, base=base, precision=precision, optimize=optimize, out=out)
+    manifest = export_swappable(store_view(store, defaults), base=base, precision=precision, optimize=optimize, out=out)
     summary = _summary(manifest)
     summary["check_stacks"] = manifest.extra.get("check_stacks")
     emit(summary, as_json, lambda: f"published {manifest.id} v{manifest.version}\n" + _figures(summary["parity"]))
@@ -165,6 +169,7 @@ def verify(
     artifact_id: Annotated[str, typer.Argument(help="Id of an onnx-fused or onnx-swappable artifact.")],
     version: Annotated[int | None, typer.Option("--version", help="Version (default: latest).")] = None,
     store: StoreOption = None,
+    defaults: DefaultsFlag = True,
     eval_file: EvalOption = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "auto",
     as_json: JsonFlag = False,
@@ -172,17 +177,19 @@ def verify(
     """Re-check an exported artifact: file checksums, then parity with the PyTorch reference; exit 1 if it fails."""
     from langadapt.export.errors import ParityError
     from langadapt.export.verify import verify_artifact
-    from langadapt.models.store import AdapterStore
+    from langadapt.models.kinds import FUSED_ARTIFACT
+    from langadapt.models.store_view import address
 
-    adapter_store = AdapterStore(store)
-    manifest = adapter_store.get(artifact_id, version)
+    view = store_view(store, defaults)
+    manifest = view.get(artifact_id, version)
     labelled = None
-    if manifest.artifact == "onnx-fused" and manifest.extra.get("precision") != "fp32":
-        sources = {row["role"]: row for row in manifest.extra.get("sources", [])}
-        task = adapter_store.get(sources["task"]["id"], sources["task"]["version"]) if "task" in sources else None
+    if manifest.artifact == FUSED_ARTIFACT and manifest.precision != "fp32":
+        sources = {row.role: row for row in manifest.sources or []}
+        task_row = sources.get("task")
+        task = view.get(address(view, task_row.id, task_row.source), task_row.version) if task_row else None
         labelled = _labelled(eval_file, task) if task is not None else None
     try:
-        result = verify_artifact(adapter_store, manifest.id, manifest.version, labelled=labelled, device=device)
+        result = verify_artifact(view, manifest.id, manifest.version, labelled=labelled, device=device)
     except AdapterNotFoundError:
         raise
     except (ParityError, StoreError) as err:
@@ -192,5 +199,5 @@ def verify(
         emit(failure, as_json, lambda: f"FAILED {where}: {message}")
         raise typer.Exit(code=1) from None
     result["ok"] = True
-    figures = {manifest.extra.get("precision", "fp32"): result["parity"]}
+    figures = {manifest.precision or "fp32": result["parity"]}
     emit(result, as_json, lambda: f"verified {manifest.id} v{manifest.version}\n" + _figures(figures))

@@ -17,6 +17,7 @@ import torch
 
 from langadapt.errors import FingerprintMismatchError
 from langadapt.export.artifacts import (
+    as_view,
     check_out,
     fused_id,
     library_versions,
@@ -37,6 +38,7 @@ from langadapt.export.reference import (
 from langadapt.export.runtime import FusedRuntime, check_device
 from langadapt.export.texts import VERIFICATION_TEXTS
 from langadapt.models.kinds import FUSED_ARTIFACT, TAGGING
+from langadapt.models.store_view import address
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from langadapt.models.base import BaseModelInfo
     from langadapt.models.manifest import Manifest
     from langadapt.models.store import AdapterStore
+    from langadapt.models.store_view import LayeredStore
 
 __all__ = ["build_fused_graph", "export_fused", "reverify_fused"]
 
@@ -105,7 +108,7 @@ def build_fused_graph(
 
 
 def export_fused(
-    store: AdapterStore | Path | str | None,
+    store: LayeredStore | AdapterStore | Path | str | None,
     lang_adapter_id: str | None,
     task_adapter_id: str,
     *,
@@ -121,19 +124,20 @@ def export_fused(
 ) -> Manifest:
     """Export `Stack(lang, task)` (or the task adapter alone) as one verified ONNX graph published to the store.
 
-    `base` defaults to the base the task adapter was trained on; `optimize` None applies the offline fusions
-    where they were measured to pay (fp16); `labelled` (texts with gold labels) scores int8 and fp16 graphs on the
-    task metric. Raises `ParityError` (nothing published) when a check fails.
+    `store` is the view adapters are read through (a path or None: that writable store over the packaged
+    defaults; an `AdapterStore`: that store alone); the artifact goes to its writable store. `base` defaults to
+    the base the task adapter was trained on; `optimize` None applies the offline fusions where they were
+    measured to pay (fp16); `labelled` (texts with gold labels) scores int8 and fp16 graphs on the task metric.
+    Raises `ParityError` (nothing published) when a check fails.
     """
     from langadapt.models.base import load_tokenizer
     from langadapt.models.manifest import Manifest
-    from langadapt.models.store import AdapterStore
 
     started = time.perf_counter()
     label = precision_label(precision, quantize)
     out_dir = Path(out) if out is not None else None
     check_out(out_dir)
-    store = store if isinstance(store, AdapterStore) else AdapterStore(store)
+    store = as_view(store)
     sources = resolve_sources(
         store, task_adapter_id, lang_adapter_id, task_version=task_version, lang_version=lang_version
     )
@@ -177,7 +181,7 @@ def export_fused(
 
 
 def reverify_fused(
-    store: AdapterStore,
+    store: LayeredStore | AdapterStore,
     manifest: Manifest,
     *,
     labelled: LabelledSet | None = None,
@@ -192,10 +196,10 @@ def reverify_fused(
     if "task" not in roles:
         raise ExportError(f"{manifest.id} v{manifest.version} does not name its task adapter", "export it again")
     lang = roles.get("language")
-    sources = resolve_sources(
+    sources = resolve_sources(  # from the layer each was exported from, not whatever shadows it now
         store,
-        roles["task"].id,
-        lang.id if lang else None,
+        address(store, roles["task"].id, roles["task"].source),
+        address(store, lang.id, lang.source) if lang else None,
         task_version=roles["task"].version,
         lang_version=lang.version if lang else None,
     )

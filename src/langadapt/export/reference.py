@@ -19,11 +19,13 @@ from langadapt.models.bank import AdapterWeights
 from langadapt.models.heads import Head
 from langadapt.models.kinds import ADAPTER_ARTIFACT, FULL_KIND, LABEL_HEAD_TYPES, LANGUAGE_TASK, MODEL_ARTIFACT
 from langadapt.models.manifest import SourceAdapter
+from langadapt.models.store_view import STORE, address, source_in
 
 if TYPE_CHECKING:
     from langadapt.models.base import BaseModelInfo
     from langadapt.models.manifest import Manifest
     from langadapt.models.store import AdapterStore
+    from langadapt.models.store_view import LayeredStore
 
 __all__ = [
     "Batch",
@@ -38,27 +40,40 @@ __all__ = [
 
 @dataclass(frozen=True)
 class StackSources:
-    """The store adapters one stack is made of: a task adapter, and the language adapter under it (if any)."""
+    """The stored adapters one stack is made of: a task adapter, and the language adapter under it (if any).
+
+    Each with the layer of the store view it came from (`store` or `default`), so an artifact names exactly the
+    adapters it was exported from even when a store id shadows a packaged default of the same id.
+    """
 
     task: Manifest
     language: Manifest | None
+    task_source: str = STORE
+    language_source: str = STORE
 
     def as_sources(self) -> list[SourceAdapter]:
-        """Ids, versions and kinds, in stack order, for an artifact manifest's `sources`."""
+        """Ids, versions, kinds and layers, in stack order, for an artifact manifest's `sources`."""
         roles: tuple[Literal["language", "task"], ...] = ("language", "task")
-        rows = zip(roles, (self.language, self.task), strict=True)
-        return [SourceAdapter(role=role, id=m.id, version=m.version, kind=m.kind) for role, m in rows if m is not None]
+        rows = zip(roles, (self.language, self.task), (self.language_source, self.task_source), strict=True)
+        return [
+            SourceAdapter(role=role, id=m.id, version=m.version, kind=m.kind, source=source)  # type: ignore[arg-type]
+            for role, m, source in rows
+            if m is not None
+        ]
 
 
 def resolve_sources(
-    store: AdapterStore,
+    store: AdapterStore | LayeredStore,
     task_adapter_id: str,
     lang_adapter_id: str | None,
     *,
     task_version: int | None = None,
     lang_version: int | None = None,
 ) -> StackSources:
-    """The manifests of a stack's adapters, refusing a task adapter without a head or a non-MLM language adapter."""
+    """The manifests of a stack's adapters, refusing a task adapter without a head or a non-MLM language adapter.
+
+    Names resolve through the store view when `store` is one (`default:<id>` for a packaged default).
+    """
     task = store.get(task_adapter_id, task_version)
     if task.head_type not in LABEL_HEAD_TYPES or task.task == LANGUAGE_TASK:
         raise ExportError(
@@ -67,9 +82,9 @@ def resolve_sources(
         )
     if task.artifact not in (ADAPTER_ARTIFACT, MODEL_ARTIFACT):
         raise ExportError(f"{task.id} is an {task.artifact} artifact, not an adapter", "pass a task adapter's id")
-    language = None
+    language, language_source = None, STORE
     if lang_adapter_id is not None:
-        language = store.get(lang_adapter_id, lang_version)
+        language, language_source = store.get(lang_adapter_id, lang_version), source_in(store, lang_adapter_id)
         if language.task != LANGUAGE_TASK:
             raise ExportError(
                 f"{language.id} is a {language.task} adapter, not a language (mlm) adapter",
@@ -79,7 +94,7 @@ def resolve_sources(
             raise ExportError(
                 f"{task.id} is a fully fine-tuned model; it takes no language adapter", "leave out the language adapter"
             )
-    return StackSources(task=task, language=language)
+    return StackSources(task, language, source_in(store, task_adapter_id), language_source)
 
 
 @dataclass
@@ -97,7 +112,7 @@ class ReferenceStack:
         return self.head.head_type
 
 
-def load_reference(store: AdapterStore, sources: StackSources, info: BaseModelInfo) -> ReferenceStack:
+def load_reference(store: AdapterStore | LayeredStore, sources: StackSources, info: BaseModelInfo) -> ReferenceStack:
     """Load the stack from the store onto the base model and activate it; the fingerprint must match."""
     from langadapt.models.modeling import (
         activate,
@@ -111,19 +126,21 @@ def load_reference(store: AdapterStore, sources: StackSources, info: BaseModelIn
     model = load_adapter_model(info)
     drop_heads(model)
     task, lang = sources.task, sources.language
+    task_name = address(store, task.id, sources.task_source)
+    lang_name = address(store, lang.id, sources.language_source) if lang is not None else ""
     if lang is not None:
-        load_language_adapter(model, store, lang.id, lang.version, info=info)
-    load_task_adapter(model, store, task.id, task.version, info=info)
+        load_language_adapter(model, store, lang_name, lang.version, info=info)
+    load_task_adapter(model, store, task_name, task.version, info=info)
     if task.kind == FULL_KIND:
         model.active_adapters = None
         model.active_head = module_name(task.id)
     else:
         activate(model, module_name(task.id), module_name(lang.id) if lang is not None else None)
     model.eval()
-    task_folder = store.path(task.id, task.version)
+    task_folder = store.path(task_name, task.version)
     members: list[AdapterWeights | None] = []
     if task.kind != FULL_KIND:
-        lang_weights = AdapterWeights.from_folder(store.path(lang.id, lang.version)) if lang is not None else None
+        lang_weights = AdapterWeights.from_folder(store.path(lang_name, lang.version)) if lang is not None else None
         members = [lang_weights, AdapterWeights.from_folder(task_folder)]
     head = Head.from_folder(task_folder)
     if head.labels != list(task.labels) and task.labels:

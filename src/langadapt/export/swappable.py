@@ -24,6 +24,7 @@ import torch
 
 from langadapt.errors import FingerprintMismatchError, LangadaptError
 from langadapt.export.artifacts import (
+    as_view,
     check_out,
     library_versions,
     publish_artifact,
@@ -51,11 +52,13 @@ from langadapt.models.kinds import (
     TAGGING,
     get_kind,
 )
+from langadapt.models.store_view import qualified_name, source_in
 
 if TYPE_CHECKING:
     from langadapt.models.base import BaseModelInfo
     from langadapt.models.manifest import Manifest
     from langadapt.models.store import AdapterStore
+    from langadapt.models.store_view import LayeredStore
 
 __all__ = ["Pack", "build_check_stacks", "export_swappable", "load_pack", "reverify_swappable"]
 
@@ -86,7 +89,7 @@ class Pack:
 
 
 def load_pack(
-    store: AdapterStore, adapter_id: str, version: int | None = None, *, fingerprint: str | None = None
+    store: LayeredStore | AdapterStore, adapter_id: str, version: int | None = None, *, fingerprint: str | None = None
 ) -> Pack:
     """An adapter's weight pack from the store (checksums verified; base fingerprint checked when given)."""
     manifest, folder = store.open(adapter_id, version, expected_fingerprint=fingerprint)
@@ -143,7 +146,7 @@ def _synthetic_stacks(model: Any, layout: BankLayout, work: Path) -> list[CheckS
 
 
 def _store_stacks(
-    model: Any, store: AdapterStore, info: BaseModelInfo, layout: BankLayout
+    model: Any, store: LayeredStore | AdapterStore, info: BaseModelInfo, layout: BankLayout
 ) -> tuple[list[CheckStack], dict[str, str]]:
     """Up to `MAX_STORE_STACKS` real task adapters of this base (with their language adapters) as check stacks."""
     from langadapt.models.modeling import load_language_adapter, load_task_adapter, module_name
@@ -177,14 +180,15 @@ def _store_stacks(
             skipped[manifest.id] = str(err)
             continue
         assert task.head is not None
-        stacks.append(CheckStack(f"store:{manifest.id}", lang_name, module_name(manifest.id), members, task.head))
+        name = qualified_name(manifest.id, source_in(store, manifest.id))
+        stacks.append(CheckStack(f"store:{name}", lang_name, module_name(manifest.id), members, task.head))
     return stacks, skipped
 
 
 def build_check_stacks(
-    model: Any, store: AdapterStore | None, info: BaseModelInfo, layout: BankLayout, work: Path
+    model: Any, store: LayeredStore | AdapterStore | None, info: BaseModelInfo, layout: BankLayout, work: Path
 ) -> tuple[list[CheckStack], dict[str, str]]:
-    """The stacks a swappable graph is checked with: the synthetic ones, then real ones from the store."""
+    """The stacks a swappable graph is checked with: the synthetic ones, then real ones from the store (view)."""
     stacks = _synthetic_stacks(model, layout, work)
     skipped: dict[str, str] = {}
     if store is not None:
@@ -256,7 +260,7 @@ def _load_model(info: BaseModelInfo) -> Any:
 
 
 def export_swappable(
-    store: AdapterStore | Path | str | None,
+    store: LayeredStore | AdapterStore | Path | str | None,
     *,
     base: str = "embedded",
     precision: str = "fp32",
@@ -269,17 +273,17 @@ def export_swappable(
     """Export the swappable base graph of `base`, check a mixed batch of ≥ 6 stacks, publish it to the store.
 
     The layout (stack positions, LoRA matrices, bottleneck activation) fixes which adapters the graph can take;
-    the defaults take every paper kind, as language + task stacks.
+    the defaults take every paper kind, as language + task stacks. `store` as for `export_fused`: real check
+    stacks come from the adapters it shows (packaged defaults included), the graph goes to its writable store.
     """
     from langadapt.models.base import load_tokenizer, resolve_base_model
     from langadapt.models.manifest import Manifest
-    from langadapt.models.store import AdapterStore
 
     started = time.perf_counter()
     label = precision_label(precision, None)
     out_dir = Path(out) if out is not None else None
     check_out(out_dir)
-    store = store if isinstance(store, AdapterStore) else AdapterStore(store)
+    store = as_view(store)
     info = resolve_base_model(base)
     model = _load_model(info)
     try:
@@ -330,7 +334,7 @@ def export_swappable(
 
 
 def reverify_swappable(
-    store: AdapterStore, manifest: Manifest, *, device: str = "auto", threads: int | None = None
+    store: LayeredStore | AdapterStore, manifest: Manifest, *, device: str = "auto", threads: int | None = None
 ) -> dict[str, Any]:
     """Re-run a swappable graph's check: store checksums, then the mixed batch against each stack alone."""
     from langadapt.models.base import load_tokenizer, resolve_base_model

@@ -6,19 +6,19 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.export.errors import ExportError
 from langadapt.export.fused import reverify_fused
-from langadapt.export.parity import LabelledSet
 from langadapt.export.swappable import reverify_swappable
 from langadapt.models.kinds import FUSED_ARTIFACT, SWAPPABLE_ARTIFACT
 
 if TYPE_CHECKING:
+    from langadapt.export.parity import LabelledSet
     from langadapt.models.store import AdapterStore
+    from langadapt.models.store_view import LayeredStore
 
-# LabelledSet lives in `parity`; TODO(issue 10): export/cli_export.py imports it from here.
-__all__ = ["LabelledSet", "verify_artifact"]
+__all__ = ["verify_artifact"]
 
 
 def verify_artifact(
-    store: AdapterStore,
+    store: LayeredStore | AdapterStore,
     artifact_id: str,
     version: int | None = None,
     *,

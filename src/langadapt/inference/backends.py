@@ -168,7 +168,7 @@ class SwappableBackend:
                 f"export one first: langadapt export swappable --base {info.id}, or serve with --backend torch",
             )
         chosen = min(found, key=lambda c: (_precision_rank(c), -c.ref.version))
-        manifest, folder = stores.open(chosen.ref, info.fingerprint)
+        manifest, folder = stores.open_ref(chosen.ref, info.fingerprint)
         saved = dict(manifest.layout or {})
         self.layout = BankLayout(**{**saved, "lora_matrices": tuple(saved["lora_matrices"])})
         self.runtime = SwappableRuntime(folder, device=_ort_device(device), threads=threads)  # type: ignore[arg-type]
@@ -255,7 +255,7 @@ class FusedBackend(TorchBackend):
     def _open(self, chosen: Candidate) -> Any:
         from langadapt.export.runtime import FusedRuntime
 
-        _, folder = self.stores.open(chosen.ref, self.info.fingerprint)
+        _, folder = self.stores.open_ref(chosen.ref, self.info.fingerprint)
         return FusedRuntime(folder, device=_ort_device(self.device), threads=self.threads)  # type: ignore[arg-type]
 
     def _follow_store(self) -> None:
@@ -274,11 +274,13 @@ class FusedBackend(TorchBackend):
             task, language = roles.get("task"), roles.get("language")
             if task is None:
                 continue
-            signature = (
+            signature = (  # the source too: a store id may shadow a default of the same id and version
                 task.id,
                 task.version,
+                task.source,
                 language.id if language else None,
                 language.version if language else None,
+                language.source if language else None,
             )
             index.setdefault(signature, []).append(c)
         self._index = index
@@ -289,8 +291,10 @@ class FusedBackend(TorchBackend):
         return (
             key.task.id,
             key.task.version,
+            key.task.source,
             language.id if language else None,
             language.version if language else None,
+            language.source if language else None,
         )
 
 

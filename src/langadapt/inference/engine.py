@@ -416,7 +416,7 @@ class Engine:
     def _load_adapter(self, ref: AdapterRef) -> LoadedAdapter:
         """Open (checksums, base fingerprint), parse and place one adapter version, or raise why not."""
         try:
-            manifest, folder = self.stores.open(ref, self.info.fingerprint)
+            manifest, folder = self.stores.open_ref(ref, self.info.fingerprint)
         except StoreError as err:
             raise AdapterLoadError(ref, err.message) from err
         weights = AdapterWeights.from_folder(folder)

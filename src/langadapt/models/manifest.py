@@ -81,13 +81,13 @@ class SourceAdapter(AdapterVersion):
 
     role: Literal["language", "task"] = Field(description="`language` (under) or `task` (on top)")
     kind: str = Field(description="its adapter kind")
+    source: Literal["store", "default"] = Field(
+        default="store", description="the layer of the store view it came from: `store` or the packaged `default`s"
+    )
 
 
 # The typed fields written inside `extra` in the JSON (see the module docstring), in that order.
 EXTRA_FIELDS = ("language_adapter", "max_length", "stride", "majority_label", "precision", "sources", "layout")
-# TODO(issue 10): training/task_adapter.py (max_length, stride, majority_label) and export/cli_export.py
-# (language_adapter, precision, sources) still read these from `extra`: keep a copy there until they read the fields.
-MIRRORED_IN_EXTRA = ("language_adapter", "max_length", "stride", "majority_label", "precision", "sources")
 
 
 def _plain(value: Any, mode: str) -> Any:
@@ -154,14 +154,6 @@ class Manifest(BaseModel):
         extra = dict(data["extra"])
         moved = {key: extra.pop(key) for key in EXTRA_FIELDS if key in extra}
         return {**data, **{k: v for k, v in moved.items() if k not in data}, "extra": extra}
-
-    @model_validator(mode="after")
-    def _mirror_in_extra(self) -> Manifest:
-        """Keep the copies in `extra` that modules not yet reading the typed fields look for."""
-        for key in MIRRORED_IN_EXTRA:
-            if key in self.model_fields_set:
-                self.extra[key] = _plain(getattr(self, key), "json")
-        return self
 
     @model_serializer(mode="wrap")
     def _typed_into_extra(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from langadapt.models.base import BaseModelInfo
     from langadapt.models.manifest import Manifest
     from langadapt.models.store import AdapterStore
+    from langadapt.models.store_view import LayeredStore
 
 __all__ = [
     "activate",
@@ -143,7 +144,7 @@ def activate(model: Any, task_name: str, language_name: str | None = None) -> No
 
 
 def _open_verified(
-    store: AdapterStore, adapter_id: str, version: int | None, info: BaseModelInfo
+    store: AdapterStore | LayeredStore, adapter_id: str, version: int | None, info: BaseModelInfo
 ) -> tuple[Manifest, Path]:
     """Open a stored adapter for `info`'s base (checksums and fingerprint checked) and insist on safetensors."""
     manifest, folder = store.open(adapter_id, version, expected_fingerprint=info.fingerprint)
@@ -158,7 +159,7 @@ def _open_verified(
 
 def load_language_adapter(
     model: Any,
-    store: AdapterStore,
+    store: AdapterStore | LayeredStore,
     adapter_id: str,
     version: int | None = None,
     *,
@@ -184,7 +185,7 @@ def load_language_adapter(
 
 def load_task_adapter(
     model: Any,
-    store: AdapterStore,
+    store: AdapterStore | LayeredStore,
     adapter_id: str,
     version: int | None = None,
     *,
@@ -216,7 +217,7 @@ def load_task_adapter(
 
 def load_stack(
     model: Any,
-    store: AdapterStore,
+    store: AdapterStore | LayeredStore,
     adapter_id: str,
     version: int | None = None,
     *,

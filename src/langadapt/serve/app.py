@@ -38,7 +38,7 @@ from langadapt.models.language import canonical_language
 from langadapt.models.manifest import Manifest
 from langadapt.models.manifest import adapter_id as conventional_id
 from langadapt.models.store import MANIFEST_FILE, AdapterStore
-from langadapt.models.store_view import LayeredStore, store_view
+from langadapt.models.store_view import AdapterRef, LayeredStore, store_view
 from langadapt.serve.api import POOL, InferenceAPI, TaskCall
 from langadapt.serve.auth import AllowedHosts, ApiKeys
 from langadapt.serve.control import ControlChannel
@@ -390,7 +390,7 @@ def _run_op(
     refused: dict[str, str] = {}
     for report in reports:
         for ref, reason in dict(report.get("refused", {})).items():
-            if ref.split("@")[0] == adapter_id:
+            if AdapterRef.parse(ref).id == adapter_id:
                 refused[ref] = reason
     latest_refused = published is not None and any(
         ref.startswith(f"{published.id}@v{published.version}") for ref in refused

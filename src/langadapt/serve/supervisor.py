@@ -63,7 +63,8 @@ POLL_S = 0.1  # the main process's longest wait between looks at its workers
 LINGER_S = 0.5  # how long a stopping server with nothing in flight answers 503 before it stops listening
 STARTS_DIR = "starts"  # under the runtime directory: why each worker's last start failed
 PRELOAD = [  # what the fork server imports once for every worker it forks (transformers imports lazily)
-    "langadapt.serve.api",
+    "langadapt.inference.engine",  # torch, transformers, the engine (serve.api, which imports this module, is not)
+    "litserve",
     "transformers.models.auto.tokenization_auto",
     "transformers.models.auto.modeling_auto",
     "transformers.modeling_utils",

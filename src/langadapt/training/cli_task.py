@@ -41,7 +41,8 @@ def _text(summary: dict[str, Any]) -> str:
     from langadapt.training.intake import intake_lines
     from langadapt.training.recipes import rate
 
-    lines = [f"{summary['id']} v{summary.get('version') or '-'}  {summary.get('variant', '')}"]
+    name = summary["id"] if summary.get("source", "store") == "store" else f"{summary['source']}:{summary['id']}"
+    lines = [f"{name} v{summary.get('version') or '-'}  {summary.get('variant', '')}"]
     if "validation" in summary:
         lines.append(f"validation  {figures(summary['validation'])}")
     lines.append(f"test        {figures(summary.get('metrics') or {})}")
@@ -154,14 +155,28 @@ def train_task(
         progress=progress,
     )
     result = train_task_adapter(settings)
+    if result.manifest is not None:
+        from langadapt.console import warn_if_shadowing
+        from langadapt.models.store_view import store_view
+
+        warn_if_shadowing(store_view(settings.store), result.manifest.id)
     _emit(result.summary(), as_json)
 
 
 def eval_task(
-    adapter: Annotated[str, typer.Option("--adapter", help="Task adapter id in the store, e.g. yor_Latn-ner.")],
+    adapter: Annotated[
+        str,
+        typer.Option(
+            "--adapter", help="Task adapter id, e.g. yor_Latn-ner (the store's, else the packaged default's)."
+        ),
+    ],
     test: Annotated[Path, typer.Option("--test", help="Labelled file to score it on.")],
     version: Annotated[int | None, typer.Option("--version", help="Adapter version (default: latest).")] = None,
     store: Annotated[Path | None, _opt("store", "--store")] = None,
+    defaults: Annotated[
+        bool,
+        typer.Option("--defaults/--no-defaults", help="Include the packaged default adapters (read-only)."),
+    ] = True,
     base: Annotated[
         str | None, typer.Option("--base", help="Base model (default: the one the adapter was trained on).")
     ] = None,
@@ -182,6 +197,7 @@ def eval_task(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")] = False,
 ) -> None:
     """Score a stored task adapter on a labelled file, beside the majority-class baseline."""
+    from langadapt.models.store_view import store_view
     from langadapt.training.task_adapter import evaluate_task_adapter
 
     reading = {
@@ -193,10 +209,11 @@ def eval_task(
         "on_bad_row": on_bad_row,
         "repair_iob": repair_iob,
     }
+    view = store_view(store, defaults)
     result = evaluate_task_adapter(
         adapter,
         test,
-        store=store,
+        store=view,
         version=version,
         base=base,
         lang_adapter=lang_adapter,
@@ -205,7 +222,7 @@ def eval_task(
         batch_size=batch_size,
         out=out,
     )
-    _emit(result.summary(), as_json)
+    _emit({**result.summary(), "source": view.source_of(adapter)}, as_json)
 
 
 def _emit(summary: dict[str, Any], as_json: bool) -> None:

@@ -49,6 +49,8 @@ from langadapt.training.runs import RunRecord
 if TYPE_CHECKING:
     import torch
 
+    from langadapt.models.store_view import LayeredStore
+
 # torch, transformers, scikit-learn and seqeval are imported inside the functions that use them, so that
 # importing this module (the CLI does, for its flag help) stays fast.
 
@@ -973,7 +975,7 @@ def evaluate_task_adapter(
     adapter: str,
     test: Path,
     *,
-    store: Path | None = None,
+    store: Path | LayeredStore | None = None,
     version: int | None = None,
     base: str | None = None,
     lang_adapter: str | None = None,
@@ -986,7 +988,8 @@ def evaluate_task_adapter(
     """Score a stored task adapter (with its recorded language adapter) on a test file, beside the majority.
 
     The file is read with the reader options the adapter was trained with (its manifest records them), each
-    overridden by `reading` (ReadOptions field names; None values are ignored).
+    overridden by `reading` (ReadOptions field names; None values are ignored). `adapter` is found through the
+    store view (`store`, or a path: that store over the packaged defaults).
     """
     from langadapt.models.base import load_tokenizer, resolve_base_model
     from langadapt.models.kinds import FULL_KIND, TASK_HEAD_TYPES
@@ -996,12 +999,12 @@ def evaluate_task_adapter(
         load_stack,
         module_name,
     )
-    from langadapt.models.store import AdapterStore
+    from langadapt.models.store_view import LayeredStore, store_view
 
     started = time.perf_counter()
     given = {k: v for k, v in (reading or {}).items() if v is not None}
     _eval_options(given)  # a wrong flag value is an error before anything is loaded
-    adapter_store = AdapterStore(store)
+    adapter_store = store if isinstance(store, LayeredStore) else store_view(store)
     manifest = adapter_store.get(adapter, version)
     if manifest.task not in TASK_HEAD_TYPES:
         raise LangadaptError(f"{manifest.id} is a {manifest.task} adapter", "pass a topic, sentiment or ner adapter")
@@ -1016,15 +1019,13 @@ def evaluate_task_adapter(
     tokenizer = load_tokenizer(info)
     model = load_adapter_model(info)
     drop_heads(model)
-    manifest, lang_manifest = load_stack(
-        model, adapter_store, manifest.id, manifest.version, language_adapter=lang_adapter
-    )
+    manifest, lang_manifest = load_stack(model, adapter_store, adapter, manifest.version, language_adapter=lang_adapter)
     model.eval()
     labels = list(manifest.labels)
     name = module_name(manifest.id)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    max_length = int(manifest.extra.get("max_length", 128))
-    stride = window_stride(tokenizer, max_length, manifest.extra.get("stride"))
+    max_length = manifest.max_length or 128
+    stride = window_stride(tokenizer, max_length, manifest.stride)
     label2id = {label: i for i, label in enumerate(labels)}
     encoded = encode_split(tokenizer, manifest.task, examples, label2id, max_length, stride)
     intake = {"test": split_intake(read, len(examples), max_length, task=manifest.task, encoded=encoded)}
@@ -1032,7 +1033,7 @@ def evaluate_task_adapter(
         announce(f"warning: {warning}")
     announce(f"scoring {len(examples)} examples")
     metrics = score_split(model, name, encoded, labels, pad_id, batch_size)
-    majority = majority_figures(encoded, manifest.extra.get("majority_label"))
+    majority = majority_figures(encoded, manifest.majority_label)
     metric = manifest.metrics.get("selection_metric") or next(iter(metrics))
     announce(f"test {metric} {metrics.get(metric, float('nan')):.4f}")
     kind_variant = (
