@@ -525,6 +525,8 @@ def exported(served_app: Any) -> Exported:
     }
     labels: dict[str, frozenset[str]] = {}
     for family in text_string_to_metric_families(scrape(served_app)):
+        if family.name.endswith("_created"):  # an unlabelled metric's creation time, a family of its own here
+            continue
         for suffix in SUFFIXES[family.type]:
             extra = {"le"} if suffix == "_bucket" else set()
             labels[family.name + suffix] = frozenset(label_names[family.name]) | extra
