@@ -5,8 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.langadapt-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# `make image`: the CPU image with docker (where its engine answers) or podman, in docker format (OCI has no
+# HEALTHCHECK). IMAGE_BUILD_FLAGS: e.g. `--isolation chroot` (podman where containers cannot start) or
+# `--build-context wheels=DIR` (local wheels; see the Dockerfile's header).
+CONTAINER_ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+IMAGE ?= langadapt:cpu
+IMAGE_BUILD_FLAGS ?=
 
-.PHONY: setup serve test test-fast style quality bench clean
+.PHONY: setup serve test test-fast style quality bench clean image image-test
 
 setup: $(STAMP)
 
@@ -35,6 +41,15 @@ quality: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
+
+image:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image: neither docker nor podman is installed" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build $(if $(findstring podman,$(notdir $(CONTAINER_ENGINE))),--format docker) \
+		$(IMAGE_BUILD_FLAGS) -t $(IMAGE) .
+
+# Build the CPU image with podman and run it from its mounted root file system (root; see deploy/README.md).
+image-test:
+	$(PYTHON) deploy/image_test.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

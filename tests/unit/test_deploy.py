@@ -182,10 +182,36 @@ def test_cpu_build_installs_torch_from_the_cpu_index_before_the_package(dockerfi
     index = build.arg("TORCH_CPU_INDEX_URL", global_args)
     assert index == TORCH_CPU_INDEX
     torch_runs = [i for i, r in enumerate(runs) if '"torch==${TORCH_VERSION}"' in r]
-    package_runs = [i for i, r in enumerate(runs) if re.search(r"pip install \.(\s|$)", r)]
+    package_runs = [i for i, r in enumerate(runs) if re.search(r"pip install (--find-links /wheels )?\.(\s|$)", r)]
     assert torch_runs and package_runs and torch_runs[0] < package_runs[0], runs
     assert '--index-url "${TORCH_CPU_INDEX_URL}"' in runs[torch_runs[0]]
     assert "torch.version.cuda is None" in runs[package_runs[0]], "the build checks that no CUDA torch slipped in"
+
+
+def test_cpu_build_takes_optional_local_wheels_from_an_empty_default_stage(dockerfile: Any) -> None:
+    """`--build-context wheels=DIR` replaces the empty `wheels` stage; every pip run of the CPU build looks there."""
+    _, stages, ordered = dockerfile
+    assert stages["wheels"].base == "scratch" and not stages["wheels"].instructions, "empty unless replaced"
+    assert [s.name for s in ordered].index("wheels") < [s.name for s in ordered].index("build")
+    pip_runs = [r for r in stages["build"].values("RUN") if "pip install" in r]
+    assert len(pip_runs) == 2, pip_runs
+    for command in pip_runs:
+        assert command.startswith("--mount=type=bind,from=wheels,target=/wheels "), command
+        assert "pip install --find-links /wheels " in command, command
+    for name in ("gpu-build", "gpu", "cpu"):
+        assert not any("wheels" in value for _, value in stages[name].instructions), f"{name} stays as it was"
+
+
+def test_image_test_script_passes_build_args_the_dockerfile_declares(dockerfile: Any) -> None:
+    """deploy/image_test.py builds this Dockerfile unchanged: its build args and context name must exist here."""
+    global_args, stages, _ = dockerfile
+    script = (DEPLOY / "image_test.py").read_text(encoding="utf-8")
+    passed = set(re.findall(r'"--build-arg", f"(\w+)=', script))
+    assert passed == {"PYTHON_IMAGE", "TORCH_CPU_INDEX_URL"}, passed
+    assert "PYTHON_IMAGE" in global_args and stages["build"].arg("TORCH_CPU_INDEX_URL", global_args)
+    assert '"--build-context", f"wheels=' in script and "wheels" in stages
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^image-test:.*\n\t.*deploy/image_test\.py", makefile, re.M), "make image-test runs it"
 
 
 def test_the_embedded_base_is_converted_at_build_time_into_the_runtime_cache(dockerfile: Any) -> None:
