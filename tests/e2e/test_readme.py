@@ -71,7 +71,9 @@ def runnable(lines: list[str]) -> list[str]:
     return [line for line in lines if not line.startswith(SKIPPED)]
 
 
-SECTIONS = {heading: runnable(lines) for heading, lines in sh_blocks(README.read_text(encoding="utf-8"))}
+SECTIONS: dict[str, list[str]] = {}
+for _heading, _lines in sh_blocks(README.read_text(encoding="utf-8")):  # every block of a section, in order
+    SECTIONS.setdefault(_heading, []).extend(runnable(_lines))
 SECTIONS = {heading: lines for heading, lines in SECTIONS.items() if lines}
 # What each section leaves behind in its working folder or its store, beside exit code 0.
 OUTPUTS = {
@@ -89,6 +91,19 @@ def make_inputs(folder: Path) -> None:
     conll = "\n\n".join("\n".join(f"{word} {tag}" for word, tag in sentence) for sentence in NER) + "\n"
     for name in ("train.txt", "dev.txt", "test.txt", "test.conll"):
         (folder / name).write_text(conll, encoding="utf-8")
+    news = ["category\theadline\ttext\turl"]  # a quoted news TSV: a headline spanning two lines, inner quotes
+    for i, text in enumerate(YORUBA):
+        category = ("politics", "sports", "health")[i % 3]
+        news.append(f'{category}\t"Ìròyìn\n{i}"\t"{text} ""{i}"""\thttps://example.org/{i}')
+    (folder / "news.tsv").write_text("\n".join(news) + "\n", encoding="utf-8")
+    tweets = ["id,tweet,label"] + [f'{i},"{text}",{(-1, 0, 1)[i % 3]}' for i, text in enumerate(YORUBA)]
+    (folder / "tweets.csv").write_text("\n".join(tweets) + "\n", encoding="utf-8")
+    stray = [
+        [(word, "I-LOC" if (n == 0 and tag == "B-LOC") else tag) for word, tag in sentence]
+        for n, sentence in enumerate(NER)
+    ]
+    stray_conll = "\n\n".join("\n".join(f"{word} {tag}" for word, tag in sentence) for sentence in stray) + "\n"
+    (folder / "train.conll").write_text(stray_conll, encoding="utf-8")  # a stray I- tag, as MasakhaNER has some
     (folder / "big.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in ROWS), "utf-8")
     import pandas as pd
 

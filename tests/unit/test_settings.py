@@ -91,7 +91,7 @@ def test_refused_values_say_how_to_fix_them(values: dict[str, object], message: 
 def test_a_worker_gets_its_device_and_its_share_of_the_cores() -> None:
     settings = ServerSettings(workers=2, runtime_dir=Path("/tmp/x"))
     worker = settings.for_worker("cuda:1")
-    assert worker.device == "cuda:1" and worker.threads == max(1, (os.cpu_count() or 1) // 2)
+    assert worker.device == "cuda:1" and worker.threads == max(1, ((os.cpu_count() or 1) - 1) // 2)  # a core for HTTP
     assert settings.accelerator == "auto" and ServerSettings(device="cuda:0").accelerator == "cuda"
     pinned = ServerSettings(device="cpu", threads=3).for_worker("cuda:0")
     assert (pinned.device, pinned.threads) == ("cpu", 3)

@@ -54,7 +54,11 @@ class ServerSettings(ServingSettings):
     """`langadapt serve`: the LitServe server, its HTTP processes and its inference workers."""
 
     # The server shares a machine's cores among its workers instead of letting each take them all.
-    threads: int | None = Field(default=None, ge=1, description="Torch threads per worker (default: cores / workers).")
+    # The HTTP processes need a core too: on 2 cores, a worker with 2 torch threads served 0.27-0.42 requests/s under
+    # load against 1.7-5.0 with 1 thread (bench/results/pool.json), its threads spinning against the HTTP process.
+    threads: int | None = Field(
+        default=None, ge=1, description="Torch threads per worker (default: (cores - HTTP processes) / workers)."
+    )
     workers: int = Field(
         default=1, ge=1, description="Inference worker processes per device, each serving every task and language."
     )
@@ -103,5 +107,5 @@ class ServerSettings(ServingSettings):
 
     def for_worker(self, device: str) -> ServerSettings:
         """One worker's settings: the device LitServe gave it (when `auto`), and its share of the cores."""
-        threads = self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+        threads = self.threads or max(1, ((os.cpu_count() or 1) - self.api_servers) // self.workers)
         return self.model_copy(update={"device": device if self.device == "auto" else self.device, "threads": threads})
