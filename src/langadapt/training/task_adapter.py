@@ -810,8 +810,9 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
         description=f"{adapter_name} {variant}",
     )
     model.train()
+    lengths = [len(row[0]) for row in train_rows]  # the loop batches similar lengths together
     loop = _task_loop(TrainLoop, f"heads.{name}.", settings.head_learning_rate)(
-        model, train_rows, _collate(pad_id), timed_loss, evaluate, config, work_dir=out_dir / WORK_DIR
+        model, train_rows, _collate(pad_id), timed_loss, evaluate, config, work_dir=out_dir / WORK_DIR, lengths=lengths
     )
     train_started = time.perf_counter()
     result = loop.run()
@@ -906,6 +907,7 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
         licence=licence,
         steps=result.steps,
         duration_s=time.perf_counter() - started,
+        throughput=result.throughput,
         settings={**settings_dump, "details": details, "history": result.history},
     )
     record.write(out_dir)
