@@ -595,6 +595,7 @@ def train_language_adapter(
         loop_config,
         work_dir=out_dir / WORK_DIR,
         stop_at_step=stop_at_step,
+        lengths=[len(ids) for ids, _ in train_rows],
     )
     train_started = time.perf_counter()
     first_step = _checkpoint_step(out_dir / WORK_DIR)
@@ -673,6 +674,7 @@ def train_language_adapter(
         licence=settings.licence,
         steps=result.steps,
         duration_s=time.perf_counter() - started,
+        throughput=result.throughput,
         settings=_run_settings(settings) | {"seconds_per_step": seconds_per_step, "mlm_head": masked.head_source},
     )
     run.write(out_dir)

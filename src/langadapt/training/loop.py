@@ -1,9 +1,11 @@
 """A small, deterministic, resumable training loop shared by language-adapter and task-adapter training.
 
-Determinism is by construction rather than by restoring RNG state: the data order of epoch `e` comes from a
-generator seeded with `seed + e`, and every optimisation step `s` reseeds torch with `seed`, `s` before its
-forward pass (dropout, masking). A run resumed from a checkpoint at step `s` therefore takes exactly the same
-steps as an uninterrupted one. Checkpoints hold only tensors (safetensors) and JSON, never pickle.
+Determinism is by construction rather than by restoring RNG state: the batches of epoch `e` come from a
+generator seeded with `seed + e` (grouped by length when the examples' lengths are given, see `sampler`), and
+every optimisation step `s` reseeds torch with `seed`, `s` before its forward pass (dropout, masking). A run
+resumed from a checkpoint at step `s` therefore takes exactly the same steps as an uninterrupted one.
+Checkpoints hold only tensors (safetensors) and JSON, never pickle. The loop measures its own throughput
+(step time, real tokens per second, padded/real tokens) for the run record.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +24,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
+
+from langadapt.training.sampler import BatchSampler, RandomBatches, batch_sampler
 
 Batch = Mapping[str, torch.Tensor]
 Collate = Callable[[Sequence[Any], torch.Generator], Batch]
@@ -48,6 +53,7 @@ class LoopConfig:
     greater_is_better: bool = False
     max_grad_norm: float = 1.0
     seed: int = 42
+    group_by_length: bool = True
     progress: bool = True
     description: str = "training"
 
@@ -63,11 +69,50 @@ class LoopResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
     best_state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    throughput: dict[str, float] = field(default_factory=dict)
 
     @property
     def best_metric(self) -> float:
         """The value of the selection metric at the best evaluation."""
         return self.best_metrics[self.metric]
+
+
+@dataclass
+class Throughput:
+    """Running totals of the optimisation steps: time (no evaluation, no checkpoints) and tokens, real and padded."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+
+    def add(self, seconds: float, cpu_seconds: float, batch: Batch) -> None:
+        """Count one step; tokens come from the batch's attention mask when it has one."""
+        self.steps += 1
+        self.seconds += seconds
+        self.cpu_seconds += cpu_seconds
+        mask = batch.get("attention_mask")
+        if mask is not None:
+            self.real_tokens += int(mask.sum())
+            self.padded_tokens += mask.numel()
+
+    def figures(self) -> dict[str, float]:
+        """Mean step time (wall clock, and CPU time of all the process's threads: on a shared machine the CPU time is
+        the comparable one), real tokens per second and padded/real tokens (the last two only when counted)."""
+        if not self.steps:
+            return {}
+        out = {
+            "steps_timed": float(self.steps),
+            "mean_step_s": self.seconds / self.steps,
+            "mean_step_cpu_s": self.cpu_seconds / self.steps,
+        }
+        if self.real_tokens:
+            out |= {
+                "tokens_per_s": self.real_tokens / self.seconds,
+                "padded_per_real_tokens": self.padded_tokens / self.real_tokens,
+            }
+        return out
 
 
 class TrainingInterruptedError(RuntimeError):
@@ -121,6 +166,7 @@ class TrainLoop:
         config: LoopConfig,
         work_dir: Path | None = None,
         stop_at_step: int | None = None,
+        lengths: Sequence[int] | None = None,
     ) -> None:
         if not examples:
             raise ValueError("no training examples: check the training file and its text/label columns")
@@ -136,6 +182,13 @@ class TrainLoop:
         if not self.params:
             raise ValueError("the model has no trainable parameters: was an adapter activated for training?")
         self.steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+        self.sampler: BatchSampler = (
+            batch_sampler(len(examples), config.batch_size, config.seed, lengths)
+            if config.group_by_length
+            else RandomBatches(len(examples), config.batch_size, config.seed)
+        )
+        self._epoch_batches: tuple[int, list[list[int]]] | None = None
+        self.throughput = Throughput()
         self.total_steps = config.max_steps or max(1, math.ceil(self.steps_per_epoch * config.epochs))
         self.optimizer = self._build_optimizer()
         warmup = int(self.total_steps * config.warmup_ratio)
@@ -165,17 +218,16 @@ class TrainLoop:
 
         return factor
 
-    def batch_order(self, epoch: int) -> list[int]:
-        """The shuffled example order of one epoch, a pure function of seed and epoch."""
-        gen = torch.Generator().manual_seed(self.config.seed + epoch)
-        return torch.randperm(len(self.examples), generator=gen).tolist()
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The batches (example indices) of one epoch, a pure function of seed and epoch; the last epoch is cached."""
+        if self._epoch_batches is None or self._epoch_batches[0] != epoch:
+            self._epoch_batches = (epoch, self.sampler.batches(epoch))
+        return self._epoch_batches[1]
 
     def batch_at(self, step: int) -> Batch:
         """The batch for a global step."""
         epoch, index = divmod(step, self.steps_per_epoch)
-        order = self.batch_order(epoch)
-        size = self.config.batch_size
-        rows = [self.examples[i] for i in order[index * size : (index + 1) * size]]
+        rows = [self.examples[i] for i in self.batches(epoch)[index]]
         gen = torch.Generator().manual_seed(step_seed(self.config.seed, step))
         return self.collate(rows, gen)
 
@@ -219,10 +271,13 @@ class TrainLoop:
             if stopped_early:
                 break
         bar.close()
-        return LoopResult(step, best_step, best_metrics, cfg.metric, history, stopped_early, best_state)
+        return LoopResult(
+            step, best_step, best_metrics, cfg.metric, history, stopped_early, best_state, self.throughput.figures()
+        )
 
     def _train_step(self, step: int) -> float:
         """One optimisation step; returns the loss."""
+        started, cpu_started = time.perf_counter(), time.process_time()
         self.model.train()
         batch = self.batch_at(step)
         torch.manual_seed(step_seed(self.config.seed, step))
@@ -235,7 +290,9 @@ class TrainLoop:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        value = float(loss.detach())
+        self.throughput.add(time.perf_counter() - started, time.process_time() - cpu_started, batch)
+        return value
 
     def _evaluate(self, step: int, history: list[dict[str, float]]) -> dict[str, float]:
         """Run the evaluation callback in eval mode and record it."""
@@ -275,6 +332,7 @@ class TrainLoop:
         if ckpt is None:
             return fresh
         meta = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+        meta["config"] = {"order": "random"} | meta["config"]  # checkpoints from before length grouping
         if meta["config"] != self._config_fingerprint():
             raise ValueError(
                 f"the checkpoint in {ckpt} was made with other settings ({meta['config']}); "
@@ -283,6 +341,7 @@ class TrainLoop:
         load_trainable_state(self.model, load_file(ckpt / "trainable.safetensors"))
         self._load_optimizer(load_file(ckpt / "optimizer.safetensors"), meta["optimizer_steps"])
         self._set_schedule_step(meta["step"])
+        self.throughput = Throughput(**meta.get("throughput", {}))
         return {
             "step": meta["step"],
             "best_step": meta["best_step"],
@@ -311,7 +370,7 @@ class TrainLoop:
         """The settings a checkpoint must share with the run that resumes it."""
         keep = ("learning_rate", "batch_size", "weight_decay", "warmup_ratio", "epochs", "max_steps", "seed")
         cfg = asdict(self.config)
-        return {k: cfg[k] for k in keep} | {"examples": len(self.examples)}
+        return {k: cfg[k] for k in keep} | {"examples": len(self.examples), "order": self.sampler.describe()}
 
     def _optimizer_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
         """AdamW moments as named tensors, plus each parameter's step count."""
@@ -364,6 +423,7 @@ class TrainLoop:
             "bad_evals": bad_evals,
             "optimizer_steps": opt_steps,
             "config": self._config_fingerprint(),
+            "throughput": asdict(self.throughput),
         }
         (tmp / STATE_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         for f in tmp.iterdir():

@@ -34,6 +34,10 @@ class RunRecord(BaseModel):
     licence: str | None = None
     steps: int | None = None
     duration_s: float | None = None
+    throughput: dict[str, float] = Field(
+        default_factory=dict,
+        description="training steps: mean_step_s, mean_step_cpu_s, tokens_per_s, padded_per_real_tokens",
+    )
     settings: dict[str, Any] = Field(default_factory=dict)
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
 

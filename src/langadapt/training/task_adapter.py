@@ -820,8 +820,16 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
     )
     model.train()
     separate_head_lr = head_learning_rate if head_learning_rate != learning_rate else None
+    lengths = [len(row[0]) for row in train_rows]  # the loop batches similar lengths together
     loop = _task_loop(TrainLoop, f"heads.{name}.", separate_head_lr)(
-        model, train_rows, _collate(pad_id), timed_loss, evaluate, config, work_dir=out_dir / WORK_DIR
+        model,
+        train_rows,
+        _collate(pad_id),
+        timed_loss,
+        evaluate,
+        config,
+        work_dir=out_dir / WORK_DIR,
+        lengths=lengths,
     )
     announce(
         f"training {adapter_name} ({variant}): {loop.total_steps} steps, lr {rate(learning_rate)}, "
@@ -925,6 +933,7 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
         licence=licence,
         steps=result.steps,
         duration_s=time.perf_counter() - started,
+        throughput=result.throughput,
         settings={**settings_dump, "details": details, "history": result.history},
     )
     record.write(out_dir)
