@@ -519,7 +519,7 @@ def app_routes(served_app: Any) -> set[str]:
 def scrape(app: Any) -> str:
     async def get() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://server") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:  # a loopback Host
             return await client.get("/metrics")
 
     response = asyncio.run(get())
