@@ -321,7 +321,7 @@ def test_a_default_exports_through_the_view_into_the_writable_store(xlmr: TinySt
     before = xlmr.store.generation()
     manifest = export_fused(view, "yor_Latn-mlm-seq_bn", "yor_Latn-topic")
     assert manifest.id == "default-yor_Latn-topic.default-yor_Latn-mlm-seq_bn.onnx-fp32"
-    assert [(s["id"], s["source"]) for s in manifest.extra["sources"]] == [
+    assert [(s.id, s.source) for s in manifest.sources or []] == [
         ("yor_Latn-mlm-seq_bn", "default"),
         ("yor_Latn-topic", "default"),
     ]
@@ -332,7 +332,7 @@ def test_a_default_exports_through_the_view_into_the_writable_store(xlmr: TinySt
     view.writable.publish(xlmr.store.path("ibo_Latn-topic"), xlmr.store.get("yor_Latn-topic"))
     assert verify_artifact(view, manifest.id)["parity"]["passed"]
     mine = export_fused(view, None, "yor_Latn-topic")
-    assert mine.id == "yor_Latn-topic.onnx-fp32" and mine.extra["sources"][0]["source"] == "store"
+    assert mine.id == "yor_Latn-topic.onnx-fp32" and (mine.sources or [])[0].source == "store"
 
 
 def test_verify_refuses_what_is_not_an_export(xlmr: TinyStore) -> None:
