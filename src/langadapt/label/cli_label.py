@@ -21,7 +21,19 @@ def label(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Corpus file to label.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where the labelled rows go.")],
     task: Annotated[str, typer.Option("--task", help="ner, sentiment, topic, or several: ner,sentiment.")],
-    lang: Annotated[str | None, typer.Option("--lang", help="Language of every text (yo, yor, yor_Latn...).")] = None,
+    lang: Annotated[
+        str | None,
+        typer.Option("--lang", help="Language of every text (yo, yor, yor_Latn...), or auto: identify each text's."),
+    ] = None,
+    lid_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--lid-threshold",
+            min=0.0,
+            max=1.0,
+            help="With --lang auto: confidence below which a row is not labelled (default: the head's own).",
+        ),
+    ] = None,
     lang_column: Annotated[
         str | None, typer.Option("--lang-column", help="Column holding each row's language code.")
     ] = None,
@@ -78,6 +90,7 @@ def label(
         output=output,
         tasks=tuple(t.strip() for t in task.split(",") if t.strip()),
         lang=lang,
+        lid_threshold=lid_threshold,
         lang_column=lang_column,
         text_column=text_column,
         input_format=input_format,

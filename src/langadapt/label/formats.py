@@ -26,6 +26,7 @@ SUFFIXES = {
     ".text": "txt",
 }
 ERROR_COLUMN = "label_error"
+DETECTED_COLUMNS = ("detected_language", "detected_language_score")  # with --lang auto
 NER = "ner"
 
 
@@ -69,9 +70,10 @@ def output_format(path: Path, requested: str, source: str, tasks: tuple[str, ...
     return fmt
 
 
-def added_columns(tasks: tuple[str, ...]) -> list[str]:
-    """The columns labelling adds, in order: per classification task label, score and scores; NER entities."""
-    names: list[str] = []
+def added_columns(tasks: tuple[str, ...], detect: bool = False) -> list[str]:
+    """The columns labelling adds, in order: the detected language (`detect`), then per classification task label,
+    score and scores; NER entities."""
+    names: list[str] = list(DETECTED_COLUMNS) if detect else []
     for task in tasks:
         names.extend(["ner_entities"] if task == NER else [f"{task}_label", f"{task}_score", f"{task}_scores"])
     return [*names, ERROR_COLUMN]

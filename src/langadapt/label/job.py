@@ -24,6 +24,7 @@ from typing import IO, Any
 from langadapt.errors import LangadaptError
 from langadapt.inference.engine import EngineSettings
 from langadapt.inference.errors import ServeError
+from langadapt.inference.language_id import AUTO, is_auto
 from langadapt.inference.routing import TASKS, Route
 from langadapt.label.checkpoint import Checkpoint, Partial, input_fingerprint, write_json
 from langadapt.label.formats import Labels, Position, Row, input_format, output_format
@@ -43,7 +44,8 @@ class LabelOptions:
     input: Path
     output: Path
     tasks: tuple[str, ...]
-    lang: str | None = None
+    lang: str | None = None  # a code, or "auto": identify each text's language
+    lid_threshold: float | None = None  # with lang "auto" (None: the language-ID head's own)
     lang_column: str | None = None
     text_column: str = "text"
     input_format: str = "auto"
@@ -79,6 +81,7 @@ class LabelOptions:
             device=self.device,
             threads=self.threads,
             tasks=self.tasks,
+            lid_threshold=self.lid_threshold,
         )
 
 
@@ -193,6 +196,7 @@ class LabelJob:
             "input": str(o.input.resolve()),
             "tasks": list(o.tasks),
             "lang": lang,
+            "lid_threshold": o.lid_threshold,
             "lang_column": o.lang_column,
             "text_column": o.text_column,
             "input_format": source,
@@ -283,17 +287,27 @@ class LabelJob:
         source, target = self._validate()
         reader = reader_for(source, o.input, o.text_column, o.lang_column)
         first = reader.open()
-        writer = Writer(target, reader.columns, o.tasks, source=source, text_column=o.text_column, layout=reader.layout)
+        writer = Writer(
+            target,
+            reader.columns,
+            o.tasks,
+            source=source,
+            text_column=o.text_column,
+            layout=reader.layout,
+            detect=is_auto(o.lang),
+        )
         if writer.replaced:
             self.notify(f"note: the input's columns {', '.join(writer.replaced)} are replaced by the new labels")
         lang = None
-        if o.lang is not None:
+        if is_auto(o.lang):
+            lang = AUTO
+        elif o.lang is not None:
             from langadapt.models.language import canonical_language
 
             lang = canonical_language(o.lang)
         runner = self._runner()
         try:
-            if lang is not None:
+            if lang is not None and lang != AUTO:
                 for task in o.tasks:
                     try:
                         runner.resolve(task, lang)

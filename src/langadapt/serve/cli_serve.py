@@ -89,6 +89,16 @@ def serve(
         list[str] | None,
         typer.Option("--fallback", help="LANG=RELATED[,RELATED]: serve LANG with a related language's adapter."),
     ] = None,
+    lid_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--lid-threshold",
+            min=0.0,
+            max=1.0,
+            help='Confidence below which lang "auto" answers a 422 asking for lang (default: the head\'s own, '
+            "chosen on dev for 0.99 precision).",
+        ),
+    ] = None,
     api_keys_file: Annotated[
         Path | None, typer.Option("--api-keys-file", help='JSON {"api": [...], "admin": [...]} of API keys.')
     ] = None,
@@ -140,6 +150,7 @@ def serve(
             cache_mb=cache_mb,
             preload=preload,
             fallback=fallback or [],
+            lid_threshold=lid_threshold,
             api_keys_file=api_keys_file,
             host=host,
             runtime=runtime,
@@ -201,6 +212,7 @@ def _build(**options: Any) -> tuple[Any, Any]:
         tasks=tasks,
         fallbacks=tuple((canonical_language(k), v) for k, v in fallbacks.items()),
         cache_bytes=int(options["cache_mb"] * 1024 * 1024),
+        lid_threshold=options["lid_threshold"],
     )
     device = options["device"]
     accelerator = "auto" if device == "auto" else ("cpu" if device == "cpu" else "cuda")
