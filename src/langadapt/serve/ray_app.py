@@ -44,6 +44,7 @@ from langadapt.inference.backends import BACKENDS, DEVICES
 from langadapt.inference.cache import AdapterLoadError
 from langadapt.inference.engine import Engine, EngineSettings, Job, TextResult
 from langadapt.inference.errors import ServeError, error_body
+from langadapt.inference.language_id import is_auto
 from langadapt.inference.routing import TASKS, Router, StackKey, parse_fallbacks
 from langadapt.models.base import resolve_base_model
 from langadapt.models.language import canonical_language
@@ -348,6 +349,15 @@ class LangadaptIngress:
     async def label(self, task: str, request: LabelRequest) -> JSONResponse:
         """Resolve, call the labeler multiplexed by stack, and answer as the LitServe server does."""
         self._follow_store()
+        if is_auto(request.lang):  # replicas are multiplexed by stack: the stack must be known before the call
+            unsupported = ServeError(
+                422,
+                "language_id_unsupported",
+                'lang "auto" is served by `langadapt serve`, not by the Ray Serve app (its replicas are chosen by '
+                "adapter stack, so the language must be known first)",
+                "send lang with the texts' language code",
+            )
+            return _error_response(unsupported, NO_LANGUAGE)
         try:
             route = self.router.resolve(task, request.lang)
         except ServeError as err:
