@@ -78,3 +78,21 @@ def test_a_server_removes_only_its_own_key_file(tmp_path: Path) -> None:
     assert read_admin_key(path) == "second-key-0123456789"
     remove_admin_key(path, "second-key-0123456789")
     assert not path.exists() and read_admin_key(path) is None
+
+
+def test_a_read_only_cache_falls_back_to_a_private_temp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container with a read-only root (only /tmp writable): the key goes to a per-user temp folder, still found."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("LANGADAPT_CACHE", str(blocker / "cache"))  # nothing can be created under a file
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    port = free_port()
+    keys, path, key = provide_admin_key(ApiKeys(), "127.0.0.1", port)
+    assert path is not None and key is not None
+    assert path == tmp_path / "tmp" / f"langadapt-{os.getuid()}" / "serve" / f"admin-{port}.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and keys.role_of(key.encode()) == "admin"
+    assert local_key_for(f"http://127.0.0.1:{port}") == key
+    monkeypatch.setattr("tempfile.tempdir", str(blocker))  # and when neither can be written: a clear error
+    with pytest.raises(LangadaptError, match="cannot write the generated admin key"):
+        provide_admin_key(ApiKeys(), "127.0.0.1", free_port())

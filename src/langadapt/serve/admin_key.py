@@ -1,7 +1,8 @@
 """The admin key of a local server: generated at start when none is configured, kept in a file only its user reads.
 
 As Jupyter does with its token: `langadapt serve` without `LANGADAPT_ADMIN_KEYS` (or an `admin` list in
-`--api-keys-file`) makes a random key, writes it to `<cache>/serve/admin-<port>.key` (mode 0600 from the moment
+`--api-keys-file`) makes a random key, writes it to `<cache>/serve/admin-<port>.key` (or, where the cache is read-only, to
+`<tmp>/langadapt-<uid>/serve/admin-<port>.key`) (mode 0600 from the moment
 the file exists: written to a 0600 temporary sibling and renamed into place), prints the file's path (never the
 key), and removes the file when it stops. `langadapt.client.Client` reads it for a loopback URL when it is given
 no admin key. The admin API is therefore never open without a key.
@@ -14,6 +15,7 @@ import ipaddress
 import os
 import secrets
 import socket
+import tempfile
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,6 +30,15 @@ KEY_DIR = "serve"
 def admin_key_path(port: int, root: Path | None = None) -> Path:
     """Where the generated admin key of the server on `port` lives (`root`: the cache root)."""
     return (root or cache_dir()) / KEY_DIR / f"admin-{port}.key"
+
+
+def admin_key_paths(port: int) -> list[Path]:
+    """Where a generated key may live, in the order tried: the cache, else a per-user folder in the temp dir.
+
+    The second serves a read-only cache (a container with a read-only root file system and only /tmp writable).
+    """
+    private_tmp = Path(tempfile.gettempdir()) / f"langadapt-{os.getuid()}"
+    return [admin_key_path(port), admin_key_path(port, private_tmp)]
 
 
 def write_admin_key(path: Path, key: str) -> None:
@@ -73,15 +84,18 @@ def provide_admin_key(keys: ApiKeys, host: str, port: int) -> tuple[ApiKeys, Pat
         return keys, None, None
     _check_port_free(host, port)
     key = secrets.token_urlsafe(32)
-    path = admin_key_path(port)
-    try:
-        write_admin_key(path, key)
-    except OSError as err:
-        raise LangadaptError(
-            f"cannot write the generated admin key to {path}: {err.strerror or err}",
-            "set LANGADAPT_CACHE to a writable folder, or configure an admin key (LANGADAPT_ADMIN_KEYS)",
-        ) from None
-    return keys.with_admin(key), path, key
+    failures = []
+    for path in admin_key_paths(port):
+        try:
+            write_admin_key(path, key)
+        except OSError as err:
+            failures.append(f"{path}: {err.strerror or err}")
+            continue
+        return keys.with_admin(key), path, key
+    raise LangadaptError(
+        f"cannot write the generated admin key ({'; '.join(failures)})",
+        "set LANGADAPT_CACHE to a writable folder, or configure an admin key (LANGADAPT_ADMIN_KEYS)",
+    )
 
 
 def local_key_for(url: str) -> str | None:
@@ -90,7 +104,7 @@ def local_key_for(url: str) -> str | None:
     if not parts.hostname or not _is_loopback(parts.hostname):
         return None
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    return read_admin_key(admin_key_path(port))
+    return next((key for key in map(read_admin_key, admin_key_paths(port)) if key), None)
 
 
 def _is_loopback(name: str) -> bool:
