@@ -1,11 +1,11 @@
 """The admin key of a local server: generated at start when none is configured, kept in a file only its user reads.
 
 As Jupyter does with its token: `langadapt serve` without `LANGADAPT_ADMIN_KEYS` (or an `admin` list in
-`--api-keys-file`) makes a random key, writes it to `<cache>/serve/admin-<port>.key` (or, where the cache is read-only, to
-`<tmp>/langadapt-<uid>/serve/admin-<port>.key`) (mode 0600 from the moment
-the file exists: written to a 0600 temporary sibling and renamed into place), prints the file's path (never the
-key), and removes the file when it stops. `langadapt.client.Client` reads it for a loopback URL when it is given
-no admin key. The admin API is therefore never open without a key.
+`--api-keys-file`) makes a random key and writes it to `<cache>/serve/admin-<port>.key`, or where the cache is
+read-only to `<tmp>/langadapt-<uid>/serve/admin-<port>.key` (mode 0600 from the moment the file exists: written to
+a 0600 temporary sibling and renamed into place). It prints the file's path (never the key) and removes the file
+when it stops. `langadapt.client.Client` reads it for a loopback URL when it is given no admin key. The admin API
+is therefore never open without a key.
 """
 
 from __future__ import annotations
