@@ -268,6 +268,9 @@ def test_a_killed_worker_is_replaced_and_its_requests_answered_within_a_second(s
 # -------------------------------------------------------------------------------------- SIGTERM
 
 
+SIGNAL_GRACE_S = 1.0  # how long after SIGTERM a request may still reach a server that has not yet handled it
+
+
 def test_sigterm_during_load_finishes_what_is_in_flight_and_exits_0(server: Served) -> None:
     """The last test of the module: it stops the server."""
     with Load(server.url, threads=4, fresh_connections=True) as load:
@@ -287,8 +290,13 @@ def test_sigterm_during_load_finishes_what_is_in_flight_and_exits_0(server: Serv
     # what the server had admitted is answered; what reached it once it was stopping is told to go elsewhere
     assert any(o.status == 200 for o in in_flight), in_flight
     assert all(o.status == 200 or o.error == "shutting_down" for o in in_flight), in_flight
+    # a request sent just after the signal may still be admitted before the server has handled it (the signal
+    # takes a moment to reach the API processes); those are answered in full, everything later is refused
     later = [o for o in load.outcomes if o.sent >= signalled and o.exception is None]
-    assert all(o.status == 503 and o.error == "shutting_down" and o.retry_after for o in later), later
+    refused = [o for o in later if o.status == 503 and o.error == "shutting_down" and o.retry_after]
+    admitted = [o for o in later if o.status == 200]
+    assert len(refused) + len(admitted) == len(later), later
+    assert all(o.sent - signalled < SIGNAL_GRACE_S for o in admitted), admitted
     # no connection is dropped: a request is answered, or refused at connect once the server stopped listening
     dropped = [o for o in load.outcomes if o.exception not in (None, "ConnectError")]
     assert not dropped, dropped
