@@ -54,6 +54,8 @@ CLIENTS = 8
 GOALS = {"memory": 1.4, "throughput": 1.0, "label": 1.0}
 CORES = os.cpu_count() or 1
 ALL_THREADS = f"new-{CORES}t"  # diagnostic arm: the NEW layout with a torch thread per core
+DIAGNOSTIC_ENV: dict[str, str] = {}  # extra environment of the diagnostic arm (--diagnostic-env)
+DIAGNOSTIC_FLAGS: list[str] = []  # its server flags instead of --threads <cores> (--diagnostic-flags)
 
 
 def log(message: str) -> None:
@@ -196,7 +198,8 @@ def server_command(layout: str, port: int, store: Path, runtime: Path) -> tuple[
         env["PYTHONPATH"] = str(WORKTREE / "src")
         return [sys.executable, "-m", "langadapt.serve", *flags], env
     if layout == ALL_THREADS:  # diagnostic arm: the NEW layout with a torch thread per core
-        flags += ["--threads", str(CORES)]
+        flags += DIAGNOSTIC_FLAGS or ["--threads", str(CORES)]
+        env.update(DIAGNOSTIC_ENV)
     script = Path(sys.executable).parent / "langadapt"
     return ([str(script), "serve"] if script.exists() else [sys.executable, "-m", "langadapt.serve"]) + flags, env
 
@@ -618,6 +621,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-diagnostic", action="store_true", help="leave out the diagnostic arm (NEW with --threads <cores>)"
     )
+    parser.add_argument(
+        "--diagnostic-env", action="append", default=[], metavar="NAME=VALUE", help="environment of the diagnostic arm"
+    )
+    parser.add_argument("--diagnostic-flags", default="", help="server flags of the diagnostic arm, quoted")
     parser.add_argument("--max-load", type=float, default=3.0, help="wait for a 1-min load average below this")
     parser.add_argument("--max-wait", type=float, default=1200.0, help="seconds to wait for it at most")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -626,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "_engine":
         print(json.dumps(measure_engine(args.store)))
         return 0
+    DIAGNOSTIC_ENV.update(item.split("=", 1) for item in args.diagnostic_env)
+    DIAGNOSTIC_FLAGS.extend(args.diagnostic_flags.split())
     if args.quick:
         args.rounds, args.requests, args.cap, args.repeats, args.label_cap, args.max_wait = 2, 45, 30.0, 2, 0.0, 0.0
     signal.signal(signal.SIGTERM, _terminate)  # so that the servers and the worktree are cleaned up

@@ -91,11 +91,15 @@ def test_refused_values_say_how_to_fix_them(values: dict[str, object], message: 
 def test_a_worker_gets_its_device_and_its_share_of_the_cores() -> None:
     settings = ServerSettings(workers=2, runtime_dir=Path("/tmp/x"))
     worker = settings.for_worker("cuda:1")
-    assert worker.device == "cuda:1" and worker.threads == max(1, ((os.cpu_count() or 1) - 1) // 2)  # a core for HTTP
+    assert worker.device == "cuda:1" and worker.threads == max(1, (os.cpu_count() or 1) // 2)
     assert settings.accelerator == "auto" and ServerSettings(device="cuda:0").accelerator == "cuda"
     pinned = ServerSettings(device="cpu", threads=3).for_worker("cuda:0")
     assert (pinned.device, pinned.threads) == ("cpu", 3)
     assert pickle.loads(pickle.dumps(worker)) == worker  # LitServe pickles it into the worker process
     assert settings.limits.queue == settings.max_queue
+    assert ServerSettings(device="cuda").workers == 1  # one per GPU; on a CPU, one per core up to 4
+    cores = os.cpu_count() or 1
+    assert ServerSettings(device="cpu").workers == min(4, cores)
+    assert ServerSettings(device="cpu").for_worker("cpu").threads == max(1, cores // min(4, cores))
     with pytest.raises(SettingsError, match="runtime directory"):
         ServerSettings().runtime()

@@ -23,8 +23,9 @@ import torch
 from torch import Tensor
 
 from langadapt.errors import LangadaptError
+from langadapt.inference.shared import ENCODER, load_encoder, take_shared
 from langadapt.models.bank import AdapterBank, BankedEncoder, BankLayout
-from langadapt.models.base import BaseModelInfo, load_config_dict, quiet_transformers
+from langadapt.models.base import BaseModelInfo, load_config_dict
 from langadapt.models.heads import Head
 from langadapt.models.kinds import BACKENDS, FUSED_ARTIFACT, SWAPPABLE_ARTIFACT, TORCH_BACKEND
 
@@ -95,12 +96,10 @@ class TorchBackend:
     name = TORCH_BACKEND
 
     def __init__(self, info: BaseModelInfo, device: torch.device, threads: int | None = None) -> None:
-        from transformers import AutoModel
-
         if threads is not None and device.type == "cpu":
             torch.set_num_threads(max(1, threads))
-        with quiet_transformers():
-            model = AutoModel.from_pretrained(str(info.path), local_files_only=True, dtype=torch.float32)
+        shared = take_shared(ENCODER, info) if device.type == "cpu" else None
+        model = shared if shared is not None else load_encoder(info)
         model.eval().to(device)
         self.device = device
         self.model = model

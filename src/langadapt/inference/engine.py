@@ -39,6 +39,7 @@ from langadapt.inference.cache import AdapterCache, AdapterLoadError, Lease, Loa
 from langadapt.inference.errors import ServeError
 from langadapt.inference.routing import Route, Router, StackKey
 from langadapt.inference.settings import MIB, InferenceSettings
+from langadapt.inference.shared import TOKENIZER, take_shared
 from langadapt.models.alignment import Entity, WordEncoding, decode_entities, encode_text, merge_windows
 from langadapt.models.bank import AdapterWeights
 from langadapt.models.base import load_tokenizer, resolve_base_model
@@ -125,7 +126,7 @@ class Engine:
         self.settings = settings or InferenceSettings()
         self.hooks = hooks or EngineHooks()
         self.info = resolve_base_model(self.settings.base)
-        self.tokenizer = load_tokenizer(self.info)
+        self.tokenizer = take_shared(TOKENIZER, self.info) or load_tokenizer(self.info)
         self.device = resolve_device(self.settings.device)
         self.stores = store_view(self.settings.store, self.settings.defaults)
         self.backend = create_backend(self.settings.backend, self.info, self.device, self.settings.threads, self.stores)

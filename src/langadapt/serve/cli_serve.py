@@ -27,6 +27,13 @@ __all__ = ["register", "serve"]
 log = logging.getLogger(__name__)
 
 
+def _worker_text(settings: ServerSettings) -> str:
+    """How many workers serve, and their torch threads on a CPU."""
+    if settings.on_gpu:
+        return f"{settings.workers} worker(s) per GPU"
+    return f"{settings.workers} worker(s) x {settings.for_worker('cpu').threads} torch thread(s), one shared base"
+
+
 def serve(
     store: Path | None = flag(ServerSettings, "store"),
     defaults: bool = flag(ServerSettings, "defaults", "--defaults/--no-defaults"),
@@ -34,7 +41,7 @@ def serve(
     backend: str = flag(ServerSettings, "backend"),
     device: str = flag(ServerSettings, "device"),
     tasks: str = flag(ServerSettings, "tasks"),
-    workers: int = flag(ServerSettings, "workers"),
+    workers: int | None = flag(ServerSettings, "workers"),
     api_servers: int = flag(ServerSettings, "api_servers"),
     threads: int | None = flag(ServerSettings, "threads"),
     max_batch_size: int = flag(ServerSettings, "max_batch_size"),
@@ -76,7 +83,7 @@ def serve(
         signal.signal(signal.SIGTERM, _interrupt)  # LitServe shuts its workers down on KeyboardInterrupt
         typer.echo(
             f"serving {', '.join(settings.tasks)} on http://{host}:{port} (base {base}, backend {backend}, "
-            f"workers {workers}; docs at /docs, metrics at /metrics)",
+            f"{_worker_text(settings)}; docs at /docs, metrics at /metrics)",
             err=True,
         )
         if key_file is not None:

@@ -11,13 +11,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from langadapt.errors import SettingsError
 from langadapt.inference.settings import InferenceSettings, split_list
 from langadapt.serve.auth import AllowedHosts
 from langadapt.serve.limits import Limits
 
+MAX_AUTO_WORKERS = 4  # the default worker count on a CPU: one per core, up to this many
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # noqa: S104 - listening beyond loopback is the user's explicit choice
 _LIMITS = Limits()  # the request limits' defaults are `Limits`' own
 
@@ -53,14 +54,19 @@ class ServingSettings(InferenceSettings):
 class ServerSettings(ServingSettings):
     """`langadapt serve`: the LitServe server, its HTTP processes and its inference workers."""
 
-    # The server shares a machine's cores among its workers instead of letting each take them all.
-    # The HTTP processes need a core too: on 2 cores, a worker with 2 torch threads served 0.27-0.42 requests/s under
-    # load against 1.7-5.0 with 1 thread (bench/results/pool.json), its threads spinning against the HTTP process.
+    # On a CPU the server runs a worker per core (up to MAX_AUTO_WORKERS), each with one torch thread, all sharing
+    # one copy of the base (forked from a fork server that loaded it). Small requests' passes are too small for
+    # intra-op threads to pay: on 2 cores, 2 one-thread workers served 1.06x the old three-process layout's mixed
+    # load where one worker with 2 threads served 0.8x and one with 1 thread 0.67x (bench/results/pool.json).
     threads: int | None = Field(
-        default=None, ge=1, description="Torch threads per worker (default: (cores - HTTP processes) / workers)."
+        default=None, ge=1, description="Torch threads per worker (default: cores / workers, at least 1)."
     )
-    workers: int = Field(
-        default=1, ge=1, description="Inference worker processes per device, each serving every task and language."
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description=f"Inference worker processes per device, each serving every task and language (default: one "
+        f"per core up to {MAX_AUTO_WORKERS} on a CPU, sharing one copy of the base; one per GPU).",
+        validate_default=True,
     )
     api_servers: int = Field(default=1, ge=1, description="HTTP server processes.")
     preload: int = Field(default=32, ge=0, description="Adapter stacks each worker loads at start.")
@@ -78,6 +84,19 @@ class ServerSettings(ServingSettings):
     runtime_dir: Path | None = Field(default=None, description="Directory for metrics and admin state (default: temp).")
     fast_queue: bool = Field(default=False, description="ZeroMQ for responses instead of manager queues.")
     log_level: str = Field(default="info", description="critical, error, warning, info or debug.")
+
+    @field_validator("workers")
+    @classmethod
+    def _default_workers(cls, value: int | None, info: ValidationInfo) -> int:
+        """Workers unset: one per GPU, or on a CPU one per core (at most MAX_AUTO_WORKERS)."""
+        if value is not None:
+            return value
+        return 1 if _on_gpu(str(info.data.get("device", "auto"))) else min(MAX_AUTO_WORKERS, os.cpu_count() or 1)
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the workers run on CUDA devices (`auto`: when torch sees one)."""
+        return _on_gpu(self.device)
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod
@@ -107,5 +126,14 @@ class ServerSettings(ServingSettings):
 
     def for_worker(self, device: str) -> ServerSettings:
         """One worker's settings: the device LitServe gave it (when `auto`), and its share of the cores."""
-        threads = self.threads or max(1, ((os.cpu_count() or 1) - self.api_servers) // self.workers)
+        threads = self.threads or max(1, (os.cpu_count() or 1) // (self.workers or 1))
         return self.model_copy(update={"device": device if self.device == "auto" else self.device, "threads": threads})
+
+
+def _on_gpu(device: str) -> bool:
+    """Whether a device setting means CUDA devices (`auto`: when torch sees one)."""
+    if device == "auto":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return device.startswith("cuda")

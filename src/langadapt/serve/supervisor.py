@@ -50,9 +50,11 @@ from litserve.utils import LitAPIStatus, WorkerSetupStatus
 
 from langadapt.errors import LangadaptError
 from langadapt.inference.errors import error_body
+from langadapt.models.kinds import FUSED_ARTIFACT, TORCH_BACKEND
 from langadapt.paths import atomic_write
 from langadapt.serve.gateway import RETRY_AFTER_S
 from langadapt.serve.metrics import get_metrics, mark_process_dead
+from langadapt.serve.shared_base import SHARED_BASE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ PRELOAD = [  # what the fork server imports once for every worker it forks (tran
     "transformers.modeling_utils",
     "adapters",
     "adapters.methods",
+    "langadapt.serve.shared_base",  # last: the base model itself, when SHARED_BASE_ENV names one (CPU, torch)
 ]
 START_HINT = "the worker's traceback is in the log above; check the base model (--base), the device and free memory"
 
@@ -92,6 +95,23 @@ class WorkerDeaths:
     def snapshot(self) -> tuple[int, ...]:
         """The deaths per worker, now."""
         return tuple(self._counts[:])
+
+
+def share_base_with_workers(lit_api: ls.LitAPI, device: Any) -> None:
+    """Name the base for the fork server to load once, when the workers run it in torch on the CPU.
+
+    Only the fork server's first start reads it; a GPU worker moves its own copy to its device instead.
+    """
+    settings = getattr(lit_api, "settings", None)
+    cpu = str(device).startswith("cpu") or (str(device) == "auto" and not _cuda_available())
+    if settings is not None and cpu and settings.backend in (TORCH_BACKEND, FUSED_ARTIFACT):
+        os.environ[SHARED_BASE_ENV] = settings.base
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def worker_lost() -> HTTPException:
@@ -245,6 +265,7 @@ class SupervisedServer(ls.LitServer):
         device = self._inference_workers_config_for_api(lit_api.api_path)[worker_id]
         device = device[0] if len(device) == 1 else device
         self.workers_setup_status[f"{self.endpoint}_{worker_id}"] = WorkerSetupStatus.STARTING
+        share_base_with_workers(lit_api, device)
         context = mp.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
         process = context.Process(
