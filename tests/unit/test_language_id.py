@@ -93,9 +93,9 @@ def world(tiny_xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Worl
     codes = list(TEXTS)
     texts = [t for code in codes for t in TEXTS[code]]
     labels = np.array([i for i, code in enumerate(codes) for _ in TEXTS[code]])
-    features = embed(tokenizer, embeddings, texts)
+    features, _ = embed(tokenizer, embeddings, texts)
     head, _ = fit_head((features, labels), (features, labels), codes, (1e-4,), 100)
-    head.threshold = 0.6
+    head.threshold, head.scale, head.power = 0.6, 1.5, 0.3  # a length calibration, so parity tests cover it
     publish_head(store, head, info, {"test": {"accuracy": 1.0}}, {"licence": "CC-BY-SA-4.0"})
     factory = AdapterFactory(info, seed=5)
     factory.publish_task_adapter(store, "yor_Latn", "ner")
@@ -141,15 +141,32 @@ def test_the_head_is_a_linear_map_of_mean_embeddings(world: World) -> None:
     tokenizer = load_tokenizer(world.info)
     embeddings = read_input_embeddings(Path(world.info.path))
     texts = [TEXTS["yor_Latn"][0], TEXTS["swh_Latn"][1]]
-    features = embed(tokenizer, embeddings, texts)
+    features, counts = embed(tokenizer, embeddings, texts)
     ids = content_ids(tokenizer, texts)
+    assert counts.tolist() == [len(row) for row in ids]
     table = world.head.table(embeddings)
     logits = mean_rows(table, ids) + world.head.bias
     expected = torch.from_numpy(features) @ world.head.weight.T + world.head.bias
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
-    probs = probabilities(world.head, features)
+    probs = probabilities(world.head, features, counts)
     scores = evaluate(probs, np.array([0, 2]), world.head.labels, 0.5)
     assert scores["accuracy"] == 1.0 and set(scores["f1"]) == set(TEXTS)
+    served = world.engine.identify(texts)
+    np.testing.assert_allclose([d.score for d in served], probs.max(axis=1), rtol=1e-4)
+    assert [d.language for d in served] == [world.head.labels[i] for i in probs.argmax(axis=1)]
+
+
+def test_length_calibration_scales_logits_and_survives_a_round_trip(tmp_path: Path) -> None:
+    head = LanguageIdHead(["a_Latn", "b_Latn"], torch.eye(2, 3), torch.zeros(2), 0.7, scale=2.0, power=0.5)
+    logits = torch.ones((2, 2))
+    scaled = head.calibrated(logits, torch.tensor([1.0, 4.0]))
+    torch.testing.assert_close(scaled, torch.tensor([[2.0, 2.0], [4.0, 4.0]]))
+    head.save(tmp_path)
+    again = LanguageIdHead.from_folder(tmp_path)
+    assert (again.scale, again.power, again.threshold, again.labels) == (2.0, 0.5, 0.7, head.labels)
+    features = np.array([[3.0, 0.0, 0.0], [3.0, 0.0, 0.0]], dtype=np.float32)
+    short, long = probabilities(head, features, np.array([1.0, 16.0], dtype=np.float32)).max(axis=1)
+    assert long > short, "the same mean evidence is surer over more sub-words"
 
 
 def test_train_language_id_publishes_a_head_with_metrics_and_licence(tiny_xlmr_dir: Path, tmp_path: Path) -> None:
@@ -164,6 +181,7 @@ def test_train_language_id_publishes_a_head_with_metrics_and_licence(tiny_xlmr_d
     assert manifest.task == LID_TASK and manifest.language is None and manifest.labels == sorted(TEXTS)
     assert manifest.training.licence == "CC-BY-SA-4.0"
     assert 0.0 <= manifest.metrics["threshold"] <= 1.0 and "f1" in manifest.metrics["test"]
+    assert manifest.metrics["length_calibration"]["scale"] > 0
     head = LanguageIdHead.from_folder(AdapterStore(store).path("any-lid"))
     assert head.labels == manifest.labels and head.threshold == manifest.metrics["threshold"]
     assert list((tmp_path / "cache").iterdir()), "features are cached for cheap reruns"

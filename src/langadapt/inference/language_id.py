@@ -70,6 +70,7 @@ class LanguageIdentifier:
         self.labels = list(head.labels)
         self.table = head.table(embeddings)
         self.bias = head.bias.float()
+        self.head = head
         self.threshold = head.threshold if threshold is None else float(threshold)
 
     @property
@@ -91,7 +92,8 @@ class LanguageIdentifier:
             if len(flat):
                 sums.index_add_(0, owners, self.table.index_select(0, flat))
             counts = torch.tensor([max(1, len(row)) for row in ids], dtype=torch.float32)
-            probs = torch.softmax(sums / counts[:, None] + self.bias, dim=-1)
+            logits = self.head.calibrated(sums / counts[:, None] + self.bias, counts)
+            probs = torch.softmax(logits, dim=-1)
             top, index = probs.topk(min(CANDIDATES, probs.shape[1]), dim=-1)
         out = []
         for scores, which, row in zip(top.tolist(), index.tolist(), ids, strict=True):

@@ -7,6 +7,10 @@ on SIB-200 in docs/language-id.md). The head is linear, `logits = W · mean(E[id
 table of per-sub-word scores `E Wᵀ` (vocabulary × languages): `LanguageIdHead.table` computes it once, and a text's
 logits are then the mean of its sub-words' rows plus `b`, whatever backend holds the base model.
 
+A mean says as much about a two-word text as about a paragraph, so the logits are then scaled by the text's length,
+`scale · n^power` for n sub-words (two numbers fitted on dev by likelihood): short texts get soft probabilities,
+long ones sharp, and one confidence threshold serves both.
+
 Stored like any adapter (`task: lid`, labels = the canonical language codes in output order), in two files::
 
     lid_config.json         {"labels": [...], "features": "token_embeddings_mean", "threshold": 0.9, ...}
@@ -44,6 +48,8 @@ class LanguageIdHead:
     weight: torch.Tensor  # [C, H]
     bias: torch.Tensor  # [C]
     threshold: float = 0.0  # the confidence below which a text's language is not given (chosen on dev)
+    scale: float = 1.0  # length calibration: logits × scale · n^power for a text of n sub-words
+    power: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -62,7 +68,14 @@ class LanguageIdHead:
     def save(self, folder: Path) -> None:
         """Write the two files into `folder`."""
         folder.mkdir(parents=True, exist_ok=True)
-        config = {"labels": self.labels, "features": FEATURES, "threshold": self.threshold, **self.extra}
+        config = {
+            "labels": self.labels,
+            "features": FEATURES,
+            "threshold": self.threshold,
+            "scale": self.scale,
+            "power": self.power,
+            **self.extra,
+        }
         (folder / LID_CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         tensors = {"weight": self.weight.float().contiguous(), "bias": self.bias.float().contiguous()}
         save_file(tensors, str(folder / LID_WEIGHTS))
@@ -77,8 +90,21 @@ class LanguageIdHead:
         if config.get("features") != FEATURES:
             raise StoreError(f"unknown language-ID features {config.get('features')!r}", f"expected {FEATURES!r}")
         tensors = load_file(str(weights_path))
-        extra = {k: v for k, v in config.items() if k not in ("labels", "features", "threshold")}
-        return cls(list(config["labels"]), tensors["weight"], tensors["bias"], float(config["threshold"]), extra)
+        known = ("labels", "features", "threshold", "scale", "power")
+        extra = {k: v for k, v in config.items() if k not in known}
+        return cls(
+            list(config["labels"]),
+            tensors["weight"],
+            tensors["bias"],
+            float(config["threshold"]),
+            float(config.get("scale", 1.0)),
+            float(config.get("power", 0.0)),
+            extra,
+        )
+
+    def calibrated(self, logits: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Logits (`[N, C]`, from mean features) scaled by each text's sub-word count (`[N]`)."""
+        return logits * (self.scale * counts.float().clamp(min=1.0).pow(self.power))[:, None]
 
     def table(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Per-sub-word scores `E Wᵀ` ([V, C], float32): a text's logits are the mean of its rows plus the bias."""

@@ -6,13 +6,14 @@ A run is a sequence of named steps sharing nothing but their arguments:
    no id (the same sentence, translated) is in two splits;
 2. `with_short_spans`: each sentence plus random spans of a few of its words, so the head (and its threshold) also
    see the short texts clients send;
-3. `embed`: each text as the mean of its sub-words' rows of the base's input embedding matrix;
+3. `embed`: each text as the mean of its sub-words' rows of the base's input embedding matrix, and their count;
 4. `fit_head`: a multinomial logistic regression on standardised features (L-BFGS), the L2 strength chosen on
    dev, the standardisation folded into the weights;
-5. `choose_threshold`: the lowest confidence at which dev precision (sentences and short spans) reaches the goal;
-6. `evaluate`: accuracy, macro F1 and per-language F1 on test, and on test's short spans what share is answered
+5. `calibrate_length`: the logits' scale as a function of the text's sub-word count, fitted on dev;
+6. `choose_threshold`: the lowest confidence at which dev precision (sentences and short spans) reaches the goal;
+7. `evaluate`: accuracy, macro F1 and per-language F1 on test, and on test's short spans what share is answered
    and how accurately at that threshold;
-7. `publish_head`: the head into the store as `any-lid` (task `lid`), metrics and licence in its manifest.
+8. `publish_head`: the head into the store as `any-lid` (task `lid`), metrics and licence in its manifest.
 """
 
 from __future__ import annotations
@@ -126,12 +127,17 @@ def with_short_spans(split: Split, per_sentence: int, seed: int) -> Split:
     return out
 
 
-def embed(tokenizer: Any, embeddings: torch.Tensor, texts: Sequence[str], batch: int = 2048) -> np.ndarray:
-    """Each text as the mean of its sub-words' input embeddings ([N, H] float32)."""
-    rows = []
+def embed(
+    tokenizer: Any, embeddings: torch.Tensor, texts: Sequence[str], batch: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each text as the mean of its sub-words' input embeddings ([N, H] float32), and its sub-word count ([N])."""
+    rows, counts = [], []
     for start in range(0, len(texts), batch):
-        rows.append(mean_rows(embeddings, content_ids(tokenizer, texts[start : start + batch])).numpy())
-    return np.concatenate(rows) if rows else np.zeros((0, embeddings.shape[1]), dtype=np.float32)
+        ids = content_ids(tokenizer, texts[start : start + batch])
+        rows.append(mean_rows(embeddings, ids).numpy())
+        counts.extend(len(row) for row in ids)
+    features = np.concatenate(rows) if rows else np.zeros((0, embeddings.shape[1]), dtype=np.float32)
+    return features, np.array(counts, dtype=np.float32)
 
 
 def fit_head(
@@ -176,10 +182,29 @@ def fit_head(
     return head, scores
 
 
-def probabilities(head: LanguageIdHead, features: np.ndarray) -> np.ndarray:
-    """Softmax of the head's logits for precomputed mean-embedding features."""
-    logits = torch.from_numpy(features).float() @ head.weight.T + head.bias
-    return torch.softmax(logits, dim=-1).numpy()
+def calibrate_length(head: LanguageIdHead, features: np.ndarray, counts: np.ndarray, labels: np.ndarray) -> None:
+    """Set the head's `scale · n^power` on the logits to the values that maximise dev likelihood."""
+    logits = (torch.from_numpy(features).float() @ head.weight.T + head.bias).detach()
+    n = torch.from_numpy(counts).float().clamp(min=1.0)
+    y = torch.from_numpy(labels).long()
+    log_scale, power = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_scale, power], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = functional.cross_entropy(logits * (log_scale.exp() * n.pow(power))[:, None], y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    head.scale, head.power = float(log_scale.detach().exp()), float(power.detach())
+
+
+def probabilities(head: LanguageIdHead, features: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Softmax of the head's length-calibrated logits for precomputed mean-embedding features."""
+    with torch.no_grad():
+        logits = torch.from_numpy(features).float() @ head.weight.T + head.bias
+        return torch.softmax(head.calibrated(logits, torch.from_numpy(counts)), dim=-1).numpy()
 
 
 def choose_threshold(probs: np.ndarray, labels: np.ndarray, precision: float) -> float:
@@ -252,7 +277,9 @@ def train_language_id(settings: LanguageIdSettings) -> dict[str, Any]:
         name: with_short_spans(split, settings.spans_per_sentence, settings.seed + i)
         for i, (name, split) in enumerate(splits.items())
     }
-    features = {name: _cached_features(settings, info, tokenizer, embeddings, name, s) for name, s in expanded.items()}
+    embedded = {name: _cached_features(settings, info, tokenizer, embeddings, name, s) for name, s in expanded.items()}
+    features = {name: found[0] for name, found in embedded.items()}
+    counts = {name: found[1] for name, found in embedded.items()}
     labels = {name: np.array(s.labels) for name, s in expanded.items()}
     short = {name: np.array(s.short) for name, s in expanded.items()}
     head, by_strength = fit_head(
@@ -262,9 +289,10 @@ def train_language_id(settings: LanguageIdSettings) -> dict[str, Any]:
         settings.strengths,
         settings.max_iter,
     )
-    dev_probs = probabilities(head, features["dev"])
+    calibrate_length(head, features["dev"], counts["dev"], labels["dev"])
+    dev_probs = probabilities(head, features["dev"], counts["dev"])
     head.threshold = choose_threshold(dev_probs, labels["dev"], settings.precision)
-    test_probs = probabilities(head, features["test"])
+    test_probs = probabilities(head, features["test"], counts["test"])
     full, spans = ~short["test"], short["test"]
     test = evaluate(test_probs[full], labels["test"][full], codes, head.threshold)
     test_spans = evaluate(test_probs[spans], labels["test"][spans], codes, head.threshold)
@@ -275,6 +303,7 @@ def train_language_id(settings: LanguageIdSettings) -> dict[str, Any]:
         "validation": {k: dev[k] for k in ("n", "accuracy", "macro_f1")},
         "dev_accuracy_by_l2": by_strength,
         "threshold": head.threshold,
+        "length_calibration": {"scale": head.scale, "power": head.power},
         "threshold_rule": f"lowest dev confidence with precision >= {settings.precision} (sentences + short spans)",
     }
     summary: dict[str, Any] = {
@@ -297,15 +326,16 @@ def train_language_id(settings: LanguageIdSettings) -> dict[str, Any]:
 
 def _cached_features(
     settings: LanguageIdSettings, info: Any, tokenizer: Any, embeddings: torch.Tensor, name: str, split: Split
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """`embed` of a split, cached under `settings.cache` by base fingerprint, split and span settings."""
     if settings.cache is None:
         return embed(tokenizer, embeddings, split.texts)
-    key = f"{info.fingerprint[:16]}-{name}-{len(split.texts)}-s{settings.spans_per_sentence}-{settings.seed}.npy"
+    key = f"{info.fingerprint[:16]}-{name}-{len(split.texts)}-s{settings.spans_per_sentence}-{settings.seed}.npz"
     path = settings.cache / key
     if path.is_file():
-        return np.load(path)
-    features = embed(tokenizer, embeddings, split.texts)
+        with np.load(path) as stored:
+            return stored["features"], stored["counts"]
+    features, counts = embed(tokenizer, embeddings, split.texts)
     settings.cache.mkdir(parents=True, exist_ok=True)
-    np.save(path, features)
-    return features
+    np.savez(path, features=features, counts=counts)
+    return features, counts
