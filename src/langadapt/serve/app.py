@@ -6,6 +6,7 @@
   feeds the same worker pool (each worker: one base model, every task and language); see `langadapt.serve.api`.
 - `GET /v1/adapters`, `POST /v1/adapters/load`, `DELETE /v1/adapters/{id}`, `POST /v1/adapters/{id}/pin|unpin`:
   admin, executed by every worker through the runtime directory's admin log (`langadapt.serve.control`).
+- `GET /`: a page to try it in a browser (`langadapt.serve.page`).
 - `GET /health` (the HTTP process is alive), `GET /ready` (every worker loaded the base, ≥1 stack active),
   `GET /metrics` (Prometheus, merged over processes).
 - JSON errors `{error, detail, hint}` for validation (400/413/422), HTTP errors and anything unexpected.
@@ -44,6 +45,7 @@ from langadapt.serve.auth import AllowedHosts, ApiKeys
 from langadapt.serve.control import ControlChannel
 from langadapt.serve.gateway import Gateway, InFlight
 from langadapt.serve.metrics import get_metrics
+from langadapt.serve.page import add_page
 from langadapt.serve.schemas import (
     SIZE_ERRORS,
     AdaptersResponse,
@@ -114,6 +116,7 @@ def build_server(settings: ServerSettings, keys: ApiKeys | None = None) -> ls.Li
     install_error_handlers(server.app, settings.tasks)
     add_task_routes(server, api, settings.tasks)
     add_routes(server.app, settings, channel, stores, info, server)
+    add_page(server.app, stores, info.fingerprint, settings.tasks)
     return server
 
 
