@@ -25,6 +25,7 @@ def test_the_page_lists_the_served_languages_and_fetches_nothing_from_elsewhere(
     factory.publish_task_adapter(store, "yor_Latn", "ner")
     factory.publish_task_adapter(store, "hau_Latn", "topic")
     app = FastAPI()
+    app.get("/")(lambda: "litserve running")  # LitServe's own index, which the page replaces
     add_page(app, store_view(store.root, None), info.fingerprint, ("ner", "sentiment", "topic"))
     response = TestClient(app).get("/")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")

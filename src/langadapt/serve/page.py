@@ -52,7 +52,8 @@ def render(config: dict[str, Any]) -> str:
 
 
 def add_page(app: FastAPI, stores: LayeredStore, fingerprint: str | None, tasks: tuple[str, ...]) -> None:
-    """Serve the page at `/`."""
+    """Serve the page at `/`, in place of LitServe's own `/` ("litserve running")."""
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != "/"]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def try_it() -> HTMLResponse:
