@@ -42,6 +42,7 @@ from ray.serve.handle import DeploymentHandle
 from langadapt.inference.cache import AdapterLoadError
 from langadapt.inference.engine import Engine, Job, TextResult
 from langadapt.inference.errors import ServeError, error_body
+from langadapt.inference.language_id import is_auto
 from langadapt.inference.routing import Router, StackKey
 from langadapt.models.base import resolve_base_model
 from langadapt.models.kinds import TAGGING, TASK_HEAD_TYPES
@@ -274,6 +275,15 @@ class LangadaptIngress:
     async def label(self, task: str, request: LabelRequest) -> JSONResponse:
         """Resolve, call the labeler multiplexed by stack, and answer as the LitServe server does."""
         self._follow_store()
+        if is_auto(request.lang):  # replicas are multiplexed by stack: the stack must be known before the call
+            unsupported = ServeError(
+                422,
+                "language_id_unsupported",
+                'lang "auto" is served by `langadapt serve`, not by the Ray Serve app (its replicas are chosen by '
+                "adapter stack, so the language must be known first)",
+                "send lang with the texts' language code",
+            )
+            return _error_response(unsupported, NO_LANGUAGE)
         try:
             route = self.router.resolve(task, request.lang)
         except ServeError as err:

@@ -131,7 +131,8 @@ def embed(
     tokenizer: Any, embeddings: torch.Tensor, texts: Sequence[str], batch: int = 2048
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each text as the mean of its sub-words' input embeddings ([N, H] float32), and its sub-word count ([N])."""
-    rows, counts = [], []
+    rows: list[np.ndarray] = []
+    counts: list[int] = []
     for start in range(0, len(texts), batch):
         ids = content_ids(tokenizer, texts[start : start + batch])
         rows.append(mean_rows(embeddings, ids).numpy())
