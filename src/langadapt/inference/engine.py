@@ -177,6 +177,8 @@ class Engine:
 
     def identify(self, texts: Sequence[str]) -> list[Detection]:
         """Each text's language by the store's language-ID head on this base (ServeError 503 when there is none)."""
+        if not texts:
+            return []  # loads nothing: a worker that never sees `auto` never builds the score table
         generation = self.stores.generation()
         if self._identifier is None or self._identifier[0] != generation:
             held = self._identifier[1] if self._identifier is not None else None
