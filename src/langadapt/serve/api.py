@@ -223,28 +223,21 @@ class InferenceAPI(ls.LitAPI):
                 return Decoded(request.request, request.task, error=err)
         served = engine.settings.tasks
         asked = tuple(request.tasks) if request.tasks else None
+        if is_auto(request.lang):  # routed per text in `predict`, once each text's language is identified
+            unknown = [name for name in asked or () if name not in served]
+            if unknown:
+                return Decoded(request, error=_unknown_task(unknown[0], served))
+            return Decoded(request, auto=(asked or served, asked is not None))
         routes: list[tuple[str, Route]] = []
         missing: dict[str, ServeError] = {}
         for task in asked or served:
-            if task in served and is_auto(request.lang):
-                continue
             if task not in served:
-                missing[task] = ServeError(
-                    404,
-                    "unknown_task",
-                    f"this server does not serve {task!r}",
-                    f"available tasks: {', '.join(served)}",
-                    extra={"available": list(served)},
-                )
+                missing[task] = _unknown_task(task, served)
                 continue
             try:
                 routes.append((task, engine.resolve(task, request.lang)))
             except ServeError as err:
                 missing[task] = err
-        if is_auto(request.lang):
-            if asked and missing:
-                return Decoded(request, error=next(iter(missing.values())))
-            return Decoded(request, auto=(tuple(t for t in asked or served if t in served), bool(asked)))
         if not routes:
             return Decoded(request, error=next(iter(missing.values())))
         if asked and missing:
@@ -310,6 +303,17 @@ class InferenceAPI(ls.LitAPI):
         if self.engine is None:
             raise HTTPException(503, "the inference worker is not set up yet")
         return self.engine
+
+
+def _unknown_task(task: str, served: tuple[str, ...]) -> ServeError:
+    """The 404 for a task this server does not serve."""
+    return ServeError(
+        404,
+        "unknown_task",
+        f"this server does not serve {task!r}",
+        f"available tasks: {', '.join(served)}",
+        extra={"available": list(served)},
+    )
 
 
 def _task_unavailable(
