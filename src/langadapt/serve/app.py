@@ -36,6 +36,7 @@ from langadapt.inference.routing import RouteTable
 from langadapt.models.base import BaseModelInfo, resolve_base_model
 from langadapt.models.kinds import LANGUAGE_TASK, TAGGING, TASK_HEAD_TYPES
 from langadapt.models.language import canonical_language
+from langadapt.models.language_id import LID_TASK
 from langadapt.models.manifest import Manifest
 from langadapt.models.manifest import adapter_id as conventional_id
 from langadapt.models.store import MANIFEST_FILE, AdapterStore
@@ -352,7 +353,7 @@ def _latest(stores: LayeredStore, adapter_id: str) -> Manifest:
 
 def _tasks_of(manifest: Manifest, served: tuple[str, ...]) -> list[str]:
     """The workers an operation on this adapter concerns: the one pool, when the server serves its task."""
-    if manifest.task != LANGUAGE_TASK and manifest.task not in served:
+    if manifest.task not in (LANGUAGE_TASK, LID_TASK) and manifest.task not in served:
         raise ServeError(
             409,
             "task_not_served",
