@@ -340,3 +340,18 @@ def test_a_single_language_request_is_unchanged(world: World) -> None:
     status, body = answer(world, MultiTaskRequest(lang="yo", texts=[TEXTS["yor_Latn"][0]], tasks=["topic"]))
     assert status == 200 and body["language"] == "yor_Latn"
     assert body["results"][0]["detected"] is None and body["results"][0]["error"] is None
+
+
+def test_train_lid_command(tiny_xlmr_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from langadapt.cli import app
+
+    root = write_sib(tmp_path / "sib")
+    args = ["train", "lid", "--data", str(root), "--base", str(tiny_xlmr_dir), "--store", str(tmp_path / "store")]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["id"] == "any-lid" and summary["labels"] == sorted(TEXTS) and "confusion" not in summary
+    text = CliRunner().invoke(app, [*args, "--no-publish"])
+    assert text.exit_code == 0 and "any-lid (not published)" in text.output and "test accuracy" in text.output

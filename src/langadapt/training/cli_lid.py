@@ -58,10 +58,14 @@ def _text(summary: dict[str, Any]) -> str:
         f"test accuracy {test['accuracy']:.4f}, macro F1 {test['macro_f1']:.4f}; lowest F1 "
         + ", ".join(f"{code} {score:.3f}" for code, score in worst),
         f"threshold {metrics['threshold']:.3f}: sentences answered {test['answered']:.3f}; "
-        f"short spans answered {spans['answered']:.3f} at accuracy {spans['answered_accuracy']:.4f}",
+        f"short spans answered {spans['answered']:.3f} at accuracy {_share(spans['answered_accuracy'])}",
         f"{summary['seconds']} s",
     ]
     return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def register(train_app: typer.Typer) -> None:
