@@ -14,15 +14,17 @@ from langadapt.errors import LangadaptError
 from langadapt.inference.auto import AutoBatch, request_language
 from langadapt.inference.engine import Engine
 from langadapt.inference.errors import ServeError
-from langadapt.inference.language_id import UNCERTAIN, Detection, is_auto, route_texts
+from langadapt.inference.language_id import UNCERTAIN, Detection, find_head, is_auto, route_texts
 from langadapt.inference.settings import InferenceSettings
 from langadapt.label.formats import Row
 from langadapt.label.job import LabelJob
 from langadapt.label.labeller import Labeller
 from langadapt.label.options import LabelSettings
 from langadapt.models.base import BaseModelInfo, load_tokenizer, resolve_base_model
-from langadapt.models.language_id import LID_TASK, LanguageIdHead, content_ids, mean_rows, read_input_embeddings
+from langadapt.models.kinds import LANGUAGE_ID, LID_KIND, LID_TASK
+from langadapt.models.language_id import LanguageIdHead, content_ids, mean_rows, read_input_embeddings
 from langadapt.models.store import AdapterStore
+from langadapt.models.store_view import store_view
 from langadapt.serve.api import InferenceAPI, TaskCall
 from langadapt.serve.schemas import LabelRequest, MultiTaskRequest
 from langadapt.serve.settings import ServerSettings
@@ -178,7 +180,8 @@ def test_train_language_id_publishes_a_head_with_metrics_and_licence(tiny_xlmr_d
     summary = train_language_id(settings)
     assert summary["id"] == "any-lid" and summary["version"] == 1
     manifest = AdapterStore(store).get("any-lid")
-    assert manifest.task == LID_TASK and manifest.language is None and manifest.labels == sorted(TEXTS)
+    assert manifest.task == LID_TASK and manifest.head_type == LANGUAGE_ID and manifest.kind == LID_KIND
+    assert manifest.language is None and manifest.labels == sorted(TEXTS)
     assert manifest.training.licence == "CC-BY-SA-4.0"
     assert 0.0 <= manifest.metrics["threshold"] <= 1.0 and "f1" in manifest.metrics["test"]
     assert manifest.metrics["length_calibration"]["scale"] > 0
@@ -232,6 +235,18 @@ def test_an_auto_batch_routes_a_mixed_batch_text_by_text(world: World) -> None:
     direct = world.engine.label("topic", "yor_Latn", [texts[0]])[0]
     assert dict(first[0].results["topic"].scores) == pytest.approx(dict(direct.scores))
     assert is_auto(" Auto ") and not is_auto("yo") and not is_auto(None)
+
+
+def test_the_packaged_head_is_a_default_of_the_store_view(tmp_path: Path) -> None:
+    view = store_view(tmp_path / "empty")
+    [found] = [c for c in view.candidates() if c.manifest.task == LID_TASK]
+    assert str(found.ref) == "default:any-lid@v1" and found.manifest.head_type == LANGUAGE_ID
+    fingerprint = found.manifest.base_fingerprint
+    assert find_head(view, fingerprint) == found.ref
+    head = LanguageIdHead.from_folder(view.open_ref(found.ref, fingerprint)[1])
+    assert head.labels == found.manifest.labels and head.hidden_size == 384 and 0.5 < head.threshold < 1.0
+    assert find_head(store_view(tmp_path / "empty", defaults=None), fingerprint) is None
+    assert find_head(view, "another base") is None
 
 
 def test_no_head_in_the_store_is_a_503_that_says_to_send_lang(tiny_xlmr_dir: Path, tmp_path: Path) -> None:

@@ -20,8 +20,9 @@ import torch
 from langadapt.errors import LanguageCodeError, StoreError
 from langadapt.inference.errors import ServeError
 from langadapt.inference.routing import Route
+from langadapt.models.kinds import LID_TASK
 from langadapt.models.language import language_name
-from langadapt.models.language_id import LID_TASK, LanguageIdHead, content_ids
+from langadapt.models.language_id import LanguageIdHead, content_ids
 from langadapt.models.store_view import AdapterRef, LayeredStore
 
 log = logging.getLogger(__name__)

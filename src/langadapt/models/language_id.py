@@ -29,15 +29,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from langadapt.errors import StoreError
+from langadapt.models.kinds import LID_CONFIG, LID_WEIGHTS
 
-LID_TASK = "lid"
-LID_KIND = "linear"
-LID_CONFIG = "lid_config.json"
-LID_WEIGHTS = "lid_head.safetensors"
-FEATURES = "token_embeddings_mean"
-WORD_START = (
-    "▁"  # SentencePiece's word-start piece  # the only feature this head format knows: mean of input embedding rows
-)
+FEATURES = "token_embeddings_mean"  # the only feature this head format knows: mean of input embedding rows
+WORD_START = "▁"  # SentencePiece's word-start piece
 
 
 @dataclass

@@ -34,9 +34,8 @@ from langadapt.errors import LangadaptError, LanguageCodeError
 from langadapt.inference.errors import ServeError, error_body
 from langadapt.inference.routing import RouteTable
 from langadapt.models.base import BaseModelInfo, resolve_base_model
-from langadapt.models.kinds import LANGUAGE_TASK, TAGGING, TASK_HEAD_TYPES
+from langadapt.models.kinds import LANGUAGE_TASK, LID_TASK, TAGGING, TASK_HEAD_TYPES
 from langadapt.models.language import canonical_language
-from langadapt.models.language_id import LID_TASK
 from langadapt.models.manifest import Manifest
 from langadapt.models.manifest import adapter_id as conventional_id
 from langadapt.models.store import MANIFEST_FILE, AdapterStore

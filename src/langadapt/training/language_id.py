@@ -33,15 +33,9 @@ from torch.nn import functional
 
 from langadapt.errors import LangadaptError
 from langadapt.models.base import load_tokenizer, resolve_base_model
+from langadapt.models.kinds import LANGUAGE_ID, LID_KIND, LID_TASK
 from langadapt.models.language import canonical_language
-from langadapt.models.language_id import (
-    LID_KIND,
-    LID_TASK,
-    LanguageIdHead,
-    content_ids,
-    mean_rows,
-    read_input_embeddings,
-)
+from langadapt.models.language_id import FEATURES, LanguageIdHead, content_ids, mean_rows, read_input_embeddings
 from langadapt.models.manifest import Manifest, adapter_id
 from langadapt.models.store import AdapterStore
 
@@ -254,12 +248,12 @@ def publish_head(
             "task": LID_TASK,
             "kind": LID_KIND,
             "labels": head.labels,
-            "head_type": "classification",
+            "head_type": LANGUAGE_ID,
             "base_model": info.id,
             "base_fingerprint": info.fingerprint,
             "metrics": metrics,
             "training": training,
-            "extra": {"threshold": head.threshold, "features": "token_embeddings_mean"},
+            "extra": {"threshold": head.threshold, "features": FEATURES},
         }
         return store.publish(Path(tmp), manifest)
 
