@@ -295,10 +295,11 @@ def main() -> None:
 
     import torch
 
-    from langadapt.inference.engine import Engine, EngineSettings
+    from langadapt.inference.engine import Engine
+    from langadapt.inference.settings import InferenceSettings
 
     torch.set_num_threads(1)
-    engine = Engine(EngineSettings(threads=1, store=tempfile.mkdtemp(prefix="lid-bench-")))  # only the defaults
+    engine = Engine(InferenceSettings(threads=1, store=tempfile.mkdtemp(prefix="lid-bench-")))  # only the defaults
     engine.identify(["warm up"])
     identifier = engine._identifier[1]
     manifest = engine.stores.store(identifier.ref.source).get(identifier.ref.id, identifier.ref.version)
