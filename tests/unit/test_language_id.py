@@ -25,7 +25,8 @@ from langadapt.models.kinds import LANGUAGE_ID, LID_KIND, LID_TASK
 from langadapt.models.language_id import LanguageIdHead, content_ids, mean_rows, read_input_embeddings
 from langadapt.models.store import AdapterStore
 from langadapt.models.store_view import store_view
-from langadapt.serve.api import InferenceAPI, TaskCall
+from langadapt.serve.api import InferenceAPI, TaskCall, result_item
+from langadapt.serve.language_id import auto_response
 from langadapt.serve.schemas import LabelRequest, MultiTaskRequest
 from langadapt.serve.settings import ServerSettings
 from langadapt.serve.synthetic import AdapterFactory
@@ -370,3 +371,10 @@ def test_train_lid_command(tiny_xlmr_dir: Path, tmp_path: Path) -> None:
     assert summary["id"] == "any-lid" and summary["labels"] == sorted(TEXTS) and "confusion" not in summary
     text = CliRunner().invoke(app, [*args, "--no-publish"])
     assert text.exit_code == 0 and "any-lid (not published)" in text.output and "test accuracy" in text.output
+
+
+def test_an_auto_request_failing_whole_keeps_the_error_s_status_and_headers() -> None:
+    busy = ServeError(503, "language_id_unavailable", "no head", "send lang", headers={"Retry-After": "1"})
+    request = LabelRequest(lang="auto", texts=["x"])
+    status, body, language, headers = auto_response("ner", ("ner",), request, busy, result_item)
+    assert (status, body["error"], language, headers) == (503, "language_id_unavailable", "none", {"Retry-After": "1"})

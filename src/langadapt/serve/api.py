@@ -281,10 +281,10 @@ class InferenceAPI(ls.LitAPI):
         """The JSON response (or error) for one request, in its route's shape, with language and worker headers."""
         decoded = output.decoded
         if output.auto is not None and decoded.auto is not None:
-            status, payload, detected = auto_response(
+            status, payload, detected, extra = auto_response(
                 decoded.single, decoded.auto[0], decoded.request, output.auto, result_item
             )
-            auto_headers = {LANGUAGE_HEADER: detected, WORKER_HEADER: self.pid}
+            auto_headers = {**extra, LANGUAGE_HEADER: detected, WORKER_HEADER: self.pid}
             return JSONResponse(payload, status_code=status, headers=auto_headers)  # type: ignore[return-value]
         language = decoded.language
         headers = {LANGUAGE_HEADER: language, WORKER_HEADER: self.pid}

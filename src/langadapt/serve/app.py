@@ -116,7 +116,7 @@ def build_server(settings: ServerSettings, keys: ApiKeys | None = None) -> ls.Li
     install_error_handlers(server.app, settings.tasks)
     add_task_routes(server, api, settings.tasks)
     add_routes(server.app, settings, channel, stores, info, server)
-    add_page(server.app, stores, info.fingerprint, settings.tasks)
+    add_page(server.app, stores, info.fingerprint, settings.tasks, settings.fallback)
     return server
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from langadapt.inference.auto import AutoOutcome, request_language
 from langadapt.inference.engine import TextResult
 from langadapt.inference.errors import ServeError
+from langadapt.serve.metrics import NO_LANGUAGE
 from langadapt.serve.schemas import (
     ClassificationResponse,
     DetectedLanguage,
@@ -54,10 +55,10 @@ def auto_response(
     request: LabelRequest,
     outcomes: list[AutoOutcome] | ServeError,
     item: ItemBuilder,
-) -> tuple[int, dict[str, Any], str]:
-    """(status, JSON body, language for the metrics header) answering one `auto` request."""
+) -> tuple[int, dict[str, Any], str, dict[str, str]]:
+    """(status, JSON body, language for the metrics header, the error's own headers) answering one `auto` request."""
     if isinstance(outcomes, ServeError):
-        return outcomes.status, outcomes.body(), "none"
+        return outcomes.status, outcomes.body(), NO_LANGUAGE, outcomes.headers
     language = request_language(outcomes)
     if all(o.error is not None for o in outcomes):
         errors = [o.error for o in outcomes if o.error is not None]
@@ -66,7 +67,7 @@ def auto_response(
         body = first.body()
         if len(outcomes) > 1:
             body["results"] = [failure(o).model_dump(mode="json") for o in outcomes]
-        return (first.status if len(statuses) == 1 else 422), body, language
+        return (first.status if len(statuses) == 1 else 422), body, language, first.headers
     model: BaseModel
     if single is not None:
         results = [_single(single, o, item) for o in outcomes]
@@ -81,7 +82,7 @@ def auto_response(
             unavailable={},
             results=[_multi(o, item) for o in outcomes],
         )
-    return 200, model.model_dump(mode="json"), language
+    return 200, model.model_dump(mode="json"), language, {}
 
 
 def _single(task: str, outcome: AutoOutcome, item: ItemBuilder) -> Any:

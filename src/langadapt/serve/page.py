@@ -9,6 +9,7 @@ an optional API key that it keeps in the browser tab's session storage only.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -34,9 +35,14 @@ def template() -> str:
     return resources.files("langadapt.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def page_config(stores: LayeredStore, fingerprint: str | None, tasks: tuple[str, ...]) -> dict[str, Any]:
-    """What the page offers: the served tasks, and each language with an adapter and the tasks it has."""
-    table = RouteTable(stores.candidates(), fingerprint, tasks=tasks)
+def page_config(
+    stores: LayeredStore,
+    fingerprint: str | None,
+    tasks: tuple[str, ...],
+    fallbacks: Mapping[str, tuple[str, ...]] | None = None,
+) -> dict[str, Any]:
+    """What the page offers: the served tasks, and each language with an adapter (or a fallback) and its tasks."""
+    table = RouteTable(stores.candidates(), fingerprint, fallbacks=fallbacks or {}, tasks=tasks)
     by_language: dict[str, list[str]] = {}
     for task in tasks:
         for code in table.languages(task):
@@ -51,15 +57,26 @@ def render(config: dict[str, Any]) -> str:
     return template().replace(PLACEHOLDER, data)
 
 
-def add_page(app: FastAPI, stores: LayeredStore, fingerprint: str | None, tasks: tuple[str, ...]) -> None:
-    """Serve the page at `/`, in place of LitServe's own `/` ("litserve running")."""
+def add_page(
+    app: FastAPI,
+    stores: LayeredStore,
+    fingerprint: str | None,
+    tasks: tuple[str, ...],
+    fallbacks: Mapping[str, tuple[str, ...]] | None = None,
+) -> None:
+    """Serve the page at `/`, in place of LitServe's own `/` ("litserve running").
+
+    The gateway answers `/` like `/health`: no API key (the page asks for one and sends it with its requests),
+    but only under a Host name the server answers to, so the page and its same-origin fetches pass the same
+    DNS-rebinding check as every other route.
+    """
     app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != "/"]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def try_it() -> HTMLResponse:
         """The try-it page."""
         headers = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
-        return HTMLResponse(render(page_config(stores, fingerprint, tasks)), headers=headers)
+        return HTMLResponse(render(page_config(stores, fingerprint, tasks, fallbacks)), headers=headers)
 
 
 def _name(code: str) -> str:
