@@ -33,12 +33,13 @@ from typing import Annotated, Any, Literal, cast
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
-from pydantic import Field
+from pydantic import Field, field_validator
 from ray import serve
 from ray.serve import Application, Deployment
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from langadapt.errors import SettingsError
 from langadapt.inference.cache import AdapterLoadError
 from langadapt.inference.engine import Engine, Job, TextResult
 from langadapt.inference.errors import ServeError, error_body
@@ -90,6 +91,17 @@ class RaySettings(ServingSettings):
     labeler_max_ongoing_requests: int = Field(default=32, ge=1, description="Requests a labeler replica takes at once.")
     ingress_replicas: int = Field(default=1, ge=1, description="HTTP ingress replicas.")
     ingress_cpus: float = Field(default=0.5, ge=0, description="CPUs each ingress replica reserves.")
+
+    @field_validator("lid_threshold")
+    @classmethod
+    def _no_language_id(cls, value: float | None) -> float | None:
+        """The app answers `lang: "auto"` with a 422 (`LangadaptIngress.label`): a threshold would do nothing."""
+        if value is not None:
+            raise SettingsError(
+                'the Ray Serve app does not identify languages (lang "auto" answers 422), so it has no lid_threshold',
+                "leave lid_threshold out; `langadapt serve --lid-threshold` serves lang auto",
+            )
+        return value
 
 
 # ------------------------------------------------------------------------------------------ labeler
