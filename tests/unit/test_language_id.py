@@ -367,8 +367,9 @@ def test_train_lid_command(tiny_xlmr_dir: Path, tmp_path: Path) -> None:
     args = ["train", "lid", "--data", str(root), "--base", str(tiny_xlmr_dir), "--store", str(tmp_path / "store")]
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["id"] == "any-lid" and summary["labels"] == sorted(TEXTS) and "confusion" not in summary
+    assert "shadows the packaged default:any-lid@v1" in result.stderr
     text = CliRunner().invoke(app, [*args, "--no-publish"])
     assert text.exit_code == 0 and "any-lid (not published)" in text.output and "test accuracy" in text.output
 

@@ -45,6 +45,11 @@ def train_lid(
     )
     summary = train_language_id(settings)
     summary.pop("confusion", None)
+    if settings.store is not None:
+        from langadapt.console import warn_if_shadowing
+        from langadapt.models.store_view import store_view
+
+        warn_if_shadowing(store_view(settings.store), summary["id"])  # the store's any-lid hides the packaged one
     emit(summary, as_json, lambda: _text(summary))
 
 
