@@ -151,6 +151,8 @@ def test_the_head_is_a_linear_map_of_mean_embeddings(world: World) -> None:
     logits = mean_rows(table, ids) + world.head.bias
     expected = torch.from_numpy(features) @ world.head.weight.T + world.head.bias
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    half = world.head.table(embeddings.half())  # a half-precision base (CUDA): the table is float32 on the CPU
+    assert half.dtype == torch.float32 and half.device.type == "cpu" and half.shape == table.shape
     probs = probabilities(world.head, features, counts)
     scores = evaluate(probs, np.array([0, 2]), world.head.labels, 0.5)
     assert scores["accuracy"] == 1.0 and set(scores["f1"]) == set(TEXTS)
@@ -194,6 +196,17 @@ def test_train_language_id_publishes_a_head_with_metrics_and_licence(tiny_xlmr_d
 
 
 # ------------------------------------------------------------------------------------------ inference
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch sees none)")
+def test_a_cuda_worker_identifies_as_a_cpu_one(world: World, tiny_xlmr_dir: Path) -> None:
+    cuda = Engine(InferenceSettings(base=str(tiny_xlmr_dir), store=world.store.root, defaults=None, device="cuda"))
+    cpu = Engine(InferenceSettings(base=str(tiny_xlmr_dir), store=world.store.root, defaults=None, device="cpu"))
+    texts = [TEXTS["yor_Latn"][0], TEXTS["hau_Latn"][1], TEXTS["swh_Latn"][2], UNKNOWN]
+    on_gpu, on_cpu = cuda.identify(texts), cpu.identify(texts)
+    assert [d.language for d in on_gpu] == [d.language for d in on_cpu]
+    np.testing.assert_allclose([d.score for d in on_gpu], [d.score for d in on_cpu], rtol=1e-4, atol=1e-6)
 
 
 def test_identify_names_the_language_and_is_never_confident_without_known_pieces(world: World) -> None:

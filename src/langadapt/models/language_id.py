@@ -102,14 +102,16 @@ class LanguageIdHead:
         return logits * (self.scale * counts.float().clamp(min=1.0).pow(self.power))[:, None]
 
     def table(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Per-sub-word scores `E Wᵀ` ([V, C], float32): a text's logits are the mean of its rows plus the bias."""
+        """Per-sub-word scores `E Wᵀ` ([V, C], float32, on the CPU): a text's logits are the mean of its rows plus
+        the bias. Computed where the embeddings are (a CUDA worker's base stays on its GPU); identifying a text is
+        then a gather of a few rows on the CPU, where its token ids are."""
         if embeddings.shape[1] != self.hidden_size:
             raise StoreError(
                 f"the language-ID head reads {self.hidden_size}-wide embeddings, the base has {embeddings.shape[1]}",
                 "train a head on this base model with `langadapt train lid`",
             )
         with torch.inference_mode():
-            return embeddings.float() @ self.weight.float().T
+            return (embeddings.float() @ self.weight.to(embeddings.device, torch.float32).T).cpu()
 
 
 def mean_rows(matrix: torch.Tensor, ids: Sequence[Sequence[int]]) -> torch.Tensor:
