@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from langadapt.errors import LanguageCodeError, StoreError
+from langadapt.errors import StoreError
 from langadapt.inference.errors import ServeError
 from langadapt.inference.routing import Route
 from langadapt.models.kinds import LID_TASK
-from langadapt.models.language import language_name
+from langadapt.models.language import display_name
 from langadapt.models.language_id import LanguageIdHead, content_ids
 from langadapt.models.store_view import AdapterRef, LayeredStore
 
@@ -55,7 +55,7 @@ class Detection:
         """JSON form for responses and labelled rows."""
         return {
             "language": self.language,
-            "name": _name(self.language),
+            "name": display_name(self.language),
             "score": self.score,
             "confident": self.confident,
             "threshold": self.threshold,
@@ -165,7 +165,7 @@ def uncertain_error(detection: Detection) -> ServeError:
         422,
         UNCERTAIN,
         f"the language of this text could not be identified with confidence: the best guess, "
-        f"{_name(detection.language)} ({detection.language}), scored {detection.score:.2f}, below the threshold "
+        f"{display_name(detection.language)} ({detection.language}), scored {detection.score:.2f}, below the threshold "
         f"{detection.threshold:.2f}",
         'send `lang` with the text\'s language code (e.g. "lang": "yo"), or a longer text',
         extra={"detected": detection.as_dict()},
@@ -201,7 +201,11 @@ def route_texts(
             extra = {**first.extra, "detected": detection.as_dict()}
             text.routes.clear()
             text.error = ServeError(
-                first.status, first.error, f"detected {_name(detection.language)}: {detail}", first.hint, extra=extra
+                first.status,
+                first.error,
+                f"detected {display_name(detection.language)}: {detail}",
+                first.hint,
+                extra=extra,
             )
         else:
             text.unavailable = {task: err.detail for task, err in missing.items()}
@@ -216,10 +220,3 @@ def group_by_route(plans: Sequence[AutoText]) -> list[tuple[str, Route, list[int
         for task, route in plan.routes.items():
             groups.setdefault((task, route.language), (route, []))[1].append(index)
     return [(task, route, members) for (task, _), (route, members) in groups.items()]
-
-
-def _name(code: str) -> str:
-    try:
-        return language_name(code)
-    except LanguageCodeError:
-        return code

@@ -17,9 +17,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from langadapt.errors import LanguageCodeError
 from langadapt.inference.routing import RouteTable
-from langadapt.models.language import language_name
+from langadapt.models.language import display_name
 from langadapt.models.store_view import LayeredStore
 
 PLACEHOLDER = "__LANGADAPT_CONFIG__"
@@ -47,7 +46,7 @@ def page_config(
     for task in tasks:
         for code in table.languages(task):
             by_language.setdefault(code, []).append(task)
-    languages = [{"code": code, "name": _name(code), "tasks": found} for code, found in by_language.items()]
+    languages = [{"code": code, "name": display_name(code), "tasks": found} for code, found in by_language.items()]
     return {"tasks": list(tasks), "languages": sorted(languages, key=lambda item: item["name"])}
 
 
@@ -77,10 +76,3 @@ def add_page(
         """The try-it page."""
         headers = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
         return HTMLResponse(render(page_config(stores, fingerprint, tasks, fallbacks)), headers=headers)
-
-
-def _name(code: str) -> str:
-    try:
-        return language_name(code)
-    except LanguageCodeError:
-        return code
