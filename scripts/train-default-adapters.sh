@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Retrain the default adapter set shipped in src/langadapt/default_adapters (15 task adapters on the embedded base).
-# Usage: scripts/train-default-adapters.sh [task ...]   (tasks: topic sentiment ner; default: all three)
+# Retrain the default adapter set shipped in src/langadapt/default_adapters (15 task adapters on the embedded base,
+# and the language-ID head for lang "auto").
+# Usage: scripts/train-default-adapters.sh [task ...]   (tasks: topic sentiment ner lid; default: all four)
 # Env: DATA (default ../shared/data), STORE (default src/langadapt/default_adapters), RUNS (default runs/default-adapters),
 #      LANGS (default "hau_Latn yor_Latn swh_Latn ibo_Latn kin_Latn"), LANGADAPT (default .venv/bin/langadapt).
 # Every adapter publishes atomically, so an interrupted run loses at most the adapter in progress; rerunning a
@@ -14,7 +15,7 @@ RUNS=${RUNS:-runs/default-adapters}
 LANGS=${LANGS:-"hau_Latn yor_Latn swh_Latn ibo_Latn kin_Latn"}
 LANGADAPT=${LANGADAPT:-.venv/bin/langadapt}
 TASKS=("$@")
-[ ${#TASKS[@]} -eq 0 ] && TASKS=(topic sentiment ner)
+[ ${#TASKS[@]} -eq 0 ] && TASKS=(topic sentiment ner lid)
 
 # The settings every default adapter shares: the paper's seq_bn task adapter and batch 32, but a higher learning rate
 # (1e-4 does not leave the majority class on e5-small within these budgets; see docs/default-adapters.md).
@@ -34,6 +35,7 @@ train() {  # lang task data-dir extension [extra flags...]
 }
 
 for task in "${TASKS[@]}"; do
+  [ "$task" = lid ] && continue
   for lang in $LANGS; do
     code=$(short_code "$lang")
     case "$task" in
@@ -46,7 +48,13 @@ for task in "${TASKS[@]}"; do
       ner)
         train "$lang" ner "$DATA/ner/masakhaner2/$code" txt --epochs 3 --max-length 128 \
           --max-train-examples 1000 --max-eval-examples 500 --repair-iob ;;
-      *) echo "unknown task $task (topic, sentiment, ner)" >&2; exit 2 ;;
+      *) echo "unknown task $task (topic, sentiment, ner, lid)" >&2; exit 2 ;;
     esac
   done
 done
+
+# The language-identification head (lang "auto"): a softmax over mean sub-word embeddings, from SIB-200's 36 languages.
+if [[ " ${TASKS[*]} " == *" lid "* ]]; then
+  echo "== language ID ($(date -u +%H:%M:%S))"
+  "$LANGADAPT" train lid --data "$DATA/topic/sib200" --base embedded --store "$STORE"
+fi

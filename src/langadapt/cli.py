@@ -284,10 +284,11 @@ def register_subcommands() -> None:
     from langadapt.export.cli_export import export_app
     from langadapt.label import cli_label
     from langadapt.serve import cli_serve
-    from langadapt.training import cli_lang, cli_task
+    from langadapt.training import cli_lang, cli_lid, cli_task
 
     cli_lang.register(train_app, eval_app, app)
     cli_task.register(train_app, eval_app)
+    cli_lid.register(train_app)
     cli_serve.register(app)
     cli_label.register(app)
     app.add_typer(export_app, name="export", no_args_is_help=True)

@@ -98,9 +98,9 @@ def test_store_commands_round_trip(tmp_path: Path) -> None:
 def test_a_fresh_store_lists_shows_and_verifies_the_packaged_defaults(tmp_path: Path) -> None:
     store = str(tmp_path / "store")
     listed = run_json("adapters", "list", "--store", store)
-    assert isinstance(listed, list) and len(listed) == 15
+    assert isinstance(listed, list) and len(listed) == 16  # 15 task adapters and the language-ID head
     assert {row["source"] for row in listed} == {"default"}
-    assert {row["name"] for row in listed} >= {"default:yor_Latn-ner", "default:hau_Latn-topic"}
+    assert {row["name"] for row in listed} >= {"default:yor_Latn-ner", "default:hau_Latn-topic", "default:any-lid"}
     text = runner.invoke(app, ["adapters", "list", "--store", store, "--lang", "yo", "--task", "ner"])
     assert text.exit_code == 0 and text.output.split()[:2] == ["default:yor_Latn-ner@v1", "yor_Latn"]
     shown = run_json("adapters", "show", "yor_Latn-ner", "--store", store)

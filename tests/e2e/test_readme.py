@@ -77,7 +77,7 @@ for _heading, _lines in sh_blocks(README.read_text(encoding="utf-8")):  # every 
 SECTIONS = {heading: lines for heading, lines in SECTIONS.items() if lines}
 # What each section leaves behind in its working folder or its store, beside exit code 0.
 OUTPUTS = {
-    "Training": ["report.md", "runs"],
+    "Training": ["report.md", "runs", "store/adapters/any-lid"],
     "Export": ["store/adapters/default-yor_Latn-ner.onnx-fp32", "store/adapters/default-yor_Latn-ner.onnx-fp16"],
     "Batch labeling": ["corpus.labelled.jsonl", "news.labelled.parquet", "test.pred.conll", "big.out.jsonl"],
     "Command line": ["store/adapters/hau_Latn-topic"],
@@ -104,6 +104,12 @@ def make_inputs(folder: Path) -> None:
     ]
     stray_conll = "\n\n".join("\n".join(f"{word} {tag}" for word, tag in sentence) for sentence in stray) + "\n"
     (folder / "train.conll").write_text(stray_conll, encoding="utf-8")  # a stray I- tag, as MasakhaNER has some
+    sib = {"yor_Latn": YORUBA[:6], "hau_Latn": [ROWS[1]["text"]] * 6, "swh_Latn": [ROWS[2]["text"]] * 6}
+    for code, sentences in sib.items():  # SIB-200's layout: the same sentence ids in every language, split by id
+        for split, ids in (("train", (0, 1)), ("dev", (2, 3)), ("test", (4, 5))):
+            (folder / "sib200" / code).mkdir(parents=True, exist_ok=True)
+            rows = ["index_id\tcategory\ttext", *(f"{i}\tpolitics\t{sentences[i]}" for i in ids)]
+            (folder / "sib200" / code / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     (folder / "big.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in ROWS), "utf-8")
     import pandas as pd
 

@@ -77,11 +77,13 @@ def test_registry_holds_the_tasks_head_types_and_artifact_kinds() -> None:
         "sentiment": ("classification", True, "macro_f1"),
         "topic": ("classification", True, "macro_f1"),
         "mlm": ("masked_lm", False, None),
+        "lid": ("language_id", False, "accuracy"),
     }
     assert {name: h.per_token for name, h in HEAD_TYPES.items()} == {
         "classification": False,
         "tagging": True,
         "masked_lm": True,
+        "language_id": False,
     }
     assert {name: a.backend for name, a in ARTIFACT_KINDS.items()} == {
         "adapter": "torch",
@@ -96,16 +98,17 @@ def test_registry_holds_the_tasks_head_types_and_artifact_kinds() -> None:
 def test_derived_lists_follow_the_registry() -> None:
     assert kinds.SERVED_TASKS == ("ner", "sentiment", "topic")
     assert kinds.LANGUAGE_TASK == "mlm" and not TASKS[kinds.LANGUAGE_TASK].served
+    assert kinds.LID_TASK == "lid" and not TASKS[kinds.LID_TASK].served
     assert dict(kinds.TASK_HEAD_TYPES) == {"ner": "tagging", "sentiment": "classification", "topic": "classification"}
     assert kinds.LABEL_HEAD_TYPES == ("classification", "tagging")
     assert kinds.BANK_KINDS == ("seq_bn", "seq_bn_inv", "lora") == tuple(ADAPTER_KINDS)
-    assert (*ADAPTER_KINDS, kinds.FULL_KIND) == kinds.MODEL_KINDS
+    assert (*ADAPTER_KINDS, kinds.FULL_KIND, kinds.LID_KIND) == kinds.MODEL_KINDS
     assert kinds.DEFAULT_KIND in ADAPTER_KINDS
     assert kinds.BACKENDS == ("torch", "onnx-fused", "onnx-swappable")
     assert {kinds.ADAPTER_ARTIFACT, kinds.MODEL_ARTIFACT, kinds.FUSED_ARTIFACT, kinds.SWAPPABLE_ARTIFACT} == set(
         ARTIFACT_KINDS
     )
-    assert {kinds.CLASSIFICATION, kinds.TAGGING, kinds.MASKED_LM} == set(HEAD_TYPES)
+    assert {kinds.CLASSIFICATION, kinds.TAGGING, kinds.MASKED_LM, kinds.LANGUAGE_ID} == set(HEAD_TYPES)
 
 
 def test_lists_elsewhere_are_the_registry_s() -> None:
@@ -117,9 +120,9 @@ def test_lists_elsewhere_are_the_registry_s() -> None:
 
     assert routing.Router.__init__.__kwdefaults__["tasks"] == kinds.SERVED_TASKS
     assert get_args(schemas.ServedTask) == kinds.SERVED_TASKS
-    assert tuple(schemas.MultiTaskResult.model_fields) == kinds.SERVED_TASKS
+    assert tuple(schemas.MultiTaskResult.model_fields)[: len(kinds.SERVED_TASKS)] == kinds.SERVED_TASKS  # then auto's
     assert heads.LABEL_HEAD_TYPES == kinds.LABEL_HEAD_TYPES
-    assert metrics.SELECTION_METRICS == {"ner": "f1", "sentiment": "macro_f1", "topic": "macro_f1"}
+    assert metrics.SELECTION_METRICS == {"ner": "f1", "sentiment": "macro_f1", "topic": "macro_f1", "lid": "accuracy"}
     assert formats.NER == "ner" and formats.ENTITIES_COLUMN == "ner_entities"
     assert manifest.Manifest.model_fields["artifact"].default == kinds.ADAPTER_ARTIFACT
 
@@ -134,7 +137,7 @@ def test_backends_are_named_as_registered() -> None:
 
 def test_get_task() -> None:
     assert get_task("NER") is TASKS["ner"]
-    with pytest.raises(ValueError, match="choose one of: ner, sentiment, topic, mlm"):
+    with pytest.raises(ValueError, match="choose one of: ner, sentiment, topic, mlm, lid"):
         get_task("pos")
 
 
@@ -147,7 +150,7 @@ def test_each_entry_is_registered_once() -> None:
         register_head_type("tagging", per_token=True, help="again")
     with pytest.raises(ValueError, match="artifact kind 'onnx-fused' is already registered"):
         register_artifact("onnx-fused", backend="onnx-fused", help="again")
-    assert list(TASKS) == ["ner", "sentiment", "topic", "mlm"]
+    assert list(TASKS) == ["ner", "sentiment", "topic", "mlm", "lid"]
 
 
 def test_importing_the_registry_imports_no_model_library() -> None:

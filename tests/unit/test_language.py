@@ -9,7 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from langadapt.errors import LanguageCodeError
-from langadapt.models.language import FLORES200_CODES, canonical_language, language_name, resolve_against
+from langadapt.models.language import (
+    FLORES200_CODES,
+    canonical_language,
+    display_name,
+    language_name,
+    resolve_against,
+)
 
 CANONICAL = re.compile(r"[a-z]{3}_[A-Z][a-z]{3}")
 
@@ -223,6 +229,7 @@ def test_every_flores200_code_has_a_real_name() -> None:
 def test_language_name_of_a_bad_code_raises() -> None:
     with pytest.raises(LanguageCodeError):
         language_name("yorr")
+    assert display_name("yorr") == "yorr" and display_name("yo") == language_name("yo") == "Yoruba"
 
 
 AVAILABLE = ["yor_Latn", "hau_Latn", "zho_Hans", "arb_Arab"]

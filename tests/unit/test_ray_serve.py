@@ -144,6 +144,8 @@ def test_builder_args_are_validated() -> None:
             RaySettings.model_validate(bad)
     with pytest.raises(ValueError, match="bsae"):
         build({"bsae": "embedded"})
+    with pytest.raises(ValueError, match="no lid_threshold"):
+        RaySettings.model_validate({"lid_threshold": "0.9"})
 
 
 def test_the_serve_config_file_is_valid_for_serve_deploy() -> None:
@@ -223,6 +225,9 @@ def test_errors_have_the_litserve_status_and_body(ray_app: RayApp) -> None:
         assert too_many.status_code == 413 and too_many.json()["error"] == "payload_too_large"
         plain = client.post("/v1/ner", content=b"lang=yo", headers={"Content-Type": "text/plain"})
         assert plain.status_code == 415 and plain.json()["error"] == "unsupported_media_type"
+        auto = client.post("/v1/ner", json={"lang": "auto", "texts": [YO_TEXT]})
+        assert auto.status_code == 422 and auto.json()["error"] == "language_id_unsupported"
+        assert "langadapt serve" in auto.json()["detail"] and "lang" in auto.json()["hint"]
 
 
 def test_health_ready_and_metrics(ray_app: RayApp) -> None:

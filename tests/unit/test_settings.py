@@ -78,6 +78,7 @@ def test_values_are_read_as_command_lines_and_config_files_give_them() -> None:
         ({"host": "10.0.0.1"}, "cannot listen", "127.0.0.1"),
         ({"fallback": ["ibo"]}, "not LANGUAGE=RELATED", "--fallback"),
         ({"max_batch_size": 0}, "max_batch_size", "--help"),
+        ({"lid_threshold": 1.5}, "lid_threshold", "--help"),
     ],
 )
 def test_refused_values_say_how_to_fix_them(values: dict[str, object], message: str, hint: str) -> None:

@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ from langadapt.errors import StoreError
 from langadapt.inference.backends import create_backend, resolve_device
 from langadapt.inference.cache import AdapterCache, AdapterLoadError, Lease, LoadedAdapter
 from langadapt.inference.errors import ServeError
+from langadapt.inference.language_id import Detection, LanguageIdentifier, find_head, load_identifier
 from langadapt.inference.routing import Route, Router, StackKey
 from langadapt.inference.settings import MIB, InferenceSettings
 from langadapt.inference.shared import TOKENIZER, take_shared
@@ -45,6 +47,7 @@ from langadapt.models.bank import AdapterWeights
 from langadapt.models.base import load_tokenizer, resolve_base_model
 from langadapt.models.heads import Head
 from langadapt.models.kinds import LANGUAGE_TASK, TAGGING, TASK_HEAD_TYPES
+from langadapt.models.language_id import input_embeddings, read_input_embeddings
 from langadapt.models.store_view import AdapterRef, store_view
 
 log = logging.getLogger(__name__)
@@ -153,6 +156,7 @@ class Engine:
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
+        self._identifier: tuple[int, LanguageIdentifier | ServeError] | None = None  # (store generation, head)
 
     # --------------------------------------------------------------------------------------- routing
 
@@ -171,6 +175,33 @@ class Engine:
         if isinstance(outcome, ServeError):
             raise outcome
         return outcome
+
+    def identify(self, texts: Sequence[str]) -> list[Detection]:
+        """Each text's language by the store's language-ID head on this base (ServeError 503 when there is none)."""
+        if not texts:
+            return []  # loads nothing: a worker that never sees `auto` never builds the score table
+        generation = self.stores.generation()
+        if self._identifier is None or self._identifier[0] != generation:
+            held = self._identifier[1] if self._identifier is not None else None
+            if isinstance(held, LanguageIdentifier) and find_head(self.stores, self.info.fingerprint) == held.ref:
+                self._identifier = (generation, held)  # the store moved, the head did not
+        if self._identifier is None or self._identifier[0] != generation:
+            try:
+                found: LanguageIdentifier | ServeError = load_identifier(
+                    self.stores, self.info.fingerprint, self._input_embeddings, self.settings.lid_threshold
+                )
+            except ServeError as err:
+                found = err
+            self._identifier = (generation, found)
+        identifier = self._identifier[1]
+        if isinstance(identifier, ServeError):
+            raise identifier
+        return identifier.identify(self.tokenizer, texts)
+
+    def _input_embeddings(self) -> Tensor:
+        """The base's input embedding matrix: the loaded torch model's, else read from its safetensors."""
+        model = getattr(self.backend, "model", None)
+        return input_embeddings(model) if model is not None else read_input_embeddings(Path(self.info.path))
 
     # ----------------------------------------------------------------------------------------- run
 

@@ -32,7 +32,7 @@ from typing import Any
 from langadapt.errors import LanguageCodeError
 from langadapt.inference.errors import ServeError
 from langadapt.models.kinds import ADAPTER_ARTIFACT, BANK_KINDS, LANGUAGE_TASK, SERVED_TASKS, TASK_HEAD_TYPES
-from langadapt.models.language import canonical_language, language_name
+from langadapt.models.language import canonical_language, display_name
 from langadapt.models.manifest import adapter_id
 from langadapt.models.store_view import AdapterRef, Candidate, LayeredStore
 
@@ -242,7 +242,7 @@ class RouteTable:
                     chosen, reason = _preferred(found, adapter_id(related, task)), RELATED_LANGUAGE
                     break
         if chosen is None:
-            raise self._unknown_language(task, f"no {task} adapter for {_name(language)} ({language})")
+            raise self._unknown_language(task, f"no {task} adapter for {display_name(language)} ({language})")
         manifest = chosen.manifest
         adapter_language = manifest.language or language
         lang_ref, lang_reason = self._language_adapter(chosen, language if reason == RELATED_LANGUAGE else None)
@@ -298,13 +298,6 @@ def _preferred(found: Sequence[Candidate], conventional: str) -> Candidate:
         if c.ref.id == conventional:
             return c
     return found[0]
-
-
-def _name(code: str) -> str:
-    try:
-        return language_name(code)
-    except LanguageCodeError:
-        return code
 
 
 class Router:

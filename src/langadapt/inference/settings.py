@@ -58,6 +58,13 @@ class InferenceSettings(BaseModel):
     max_tokens: int | None = Field(
         default=None, ge=1, description="Padded tokens per forward pass (default: 512 on a CPU, 16384 on CUDA)."
     )
+    lid_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description='With lang "auto": the confidence below which a text is not labelled but answered with an '
+        "error asking for its language (default: the language-ID head's own, chosen on dev for 0.99 precision).",
+    )
 
     @field_validator("defaults", mode="before")
     @classmethod

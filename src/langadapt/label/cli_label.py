@@ -22,6 +22,7 @@ def label(
     output: Path = flag(LabelSettings, "output", "-o", "--output"),
     tasks: str = flag(LabelSettings, "tasks", "--task"),
     lang: str | None = flag(LabelSettings, "lang"),
+    lid_threshold: float | None = flag(LabelSettings, "lid_threshold"),
     lang_column: str | None = flag(LabelSettings, "lang_column"),
     text_column: str = flag(LabelSettings, "text_column"),
     input_format: str = flag(LabelSettings, "input_format", "--format"),

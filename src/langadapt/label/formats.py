@@ -30,6 +30,7 @@ ERROR_COLUMN = "label_error"
 # Labelling writes the entities (and the CoNLL tag column) of one tagging task: the registry's only one.
 (NER,) = (task for task, head_type in TASK_HEAD_TYPES.items() if head_type == TAGGING)
 ENTITIES_COLUMN = f"{NER}_entities"
+DETECTED_COLUMNS = ("detected_language", "detected_language_score")  # with --lang auto
 
 
 def format_of(path: Path) -> str | None:
@@ -72,9 +73,10 @@ def output_format(path: Path, requested: str, source: str, tasks: tuple[str, ...
     return fmt
 
 
-def added_columns(tasks: tuple[str, ...]) -> list[str]:
-    """The columns labelling adds, in order: per classification task label, score and scores; NER entities."""
-    names: list[str] = []
+def added_columns(tasks: tuple[str, ...], detect: bool = False) -> list[str]:
+    """The columns labelling adds, in order: the detected language (`detect`), then per classification task label,
+    score and scores; NER entities."""
+    names: list[str] = list(DETECTED_COLUMNS) if detect else []
     for task in tasks:
         names.extend([ENTITIES_COLUMN] if task == NER else [f"{task}_label", f"{task}_score", f"{task}_scores"])
     return [*names, ERROR_COLUMN]

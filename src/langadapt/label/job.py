@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from langadapt.errors import LangadaptError
 from langadapt.inference.errors import ServeError
+from langadapt.inference.language_id import AUTO, is_auto
 from langadapt.label.checkpoint import Checkpoint, Partial, input_fingerprint, write_json
 from langadapt.label.formats import Labels, Position, Row, input_format, output_format
 from langadapt.label.options import LabelSettings
@@ -75,6 +76,7 @@ class LabelJob:
             "input": str(o.input.resolve()),
             "tasks": list(o.tasks),
             "lang": lang,
+            "lid_threshold": o.lid_threshold,
             "lang_column": o.lang_column,
             "text_column": o.text_column,
             "input_format": source,
@@ -165,17 +167,27 @@ class LabelJob:
         source, target = self._validate()
         reader = reader_for(source, o.input, o.text_column, o.lang_column)
         first = reader.open()
-        writer = Writer(target, reader.columns, o.tasks, source=source, text_column=o.text_column, layout=reader.layout)
+        writer = Writer(
+            target,
+            reader.columns,
+            o.tasks,
+            source=source,
+            text_column=o.text_column,
+            layout=reader.layout,
+            detect=is_auto(o.lang),
+        )
         if writer.replaced:
             self.notify(f"note: the input's columns {', '.join(writer.replaced)} are replaced by the new labels")
         lang = None
-        if o.lang is not None:
+        if is_auto(o.lang):
+            lang = AUTO
+        elif o.lang is not None:
             from langadapt.models.language import canonical_language
 
             lang = canonical_language(o.lang)
         runner = self._runner()
         try:
-            if lang is not None:
+            if lang is not None and lang != AUTO:
                 for task in o.tasks:
                     try:
                         runner.resolve(task, lang)

@@ -2,7 +2,10 @@
 
 Rows are grouped into one job per (task, language), so a chunk mixing languages is one call and each row is
 read under its own language's adapter stack. A row whose language code is unreadable, or has no adapter for a
-task, gets null labels for that task and the reason; the rest of the chunk is labelled as usual.
+task, gets null labels for that task and the reason; the rest of the chunk is labelled as usual. With `--lang
+auto`, the chunk's texts go through the language-ID head in one call first: each row is routed to its detected
+language (written in `detected_language` and `detected_language_score`), and a row identified below the
+confidence threshold gets null labels and the reason (`language_not_identified`), never a guess.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from typing import Any
 from langadapt.errors import LanguageCodeError
 from langadapt.inference.engine import Engine, Job, TextResult
 from langadapt.inference.errors import ServeError
+from langadapt.inference.language_id import UNCERTAIN, is_auto, route_texts
 from langadapt.inference.routing import Route
-from langadapt.label.formats import ENTITIES_COLUMN, ERROR_COLUMN, NER, Labels, Row, added_columns
+from langadapt.label.formats import DETECTED_COLUMNS, ENTITIES_COLUMN, ERROR_COLUMN, NER, Labels, Row, added_columns
 from langadapt.models.language import canonical_language
 
 DIGITS = 6  # scores are written rounded: enough for any use, and stable across batchings
@@ -52,16 +56,21 @@ class Labeller:
         self.engine = engine
         self.tasks = tasks
         self.lang = lang
-        self.columns = added_columns(tasks)
+        self.auto = is_auto(lang)
+        self.columns = added_columns(tasks, self.auto)
         self.routes = RouteBook(engine.resolve)
 
     def label(self, rows: Sequence[Row]) -> list[Labels]:
         """Labels for every row, in order (unlabellable rows get null values and the reason)."""
         out = [Labels(dict.fromkeys(self.columns)) for _ in rows]
         jobs: dict[tuple[str, str], tuple[Route, list[int]]] = {}
+        pending: list[int] = []
         for i, row in enumerate(rows):
             if row.error is not None or row.text is None:
                 self._fail(out[i], row.kind or "malformed", row.error or "no text")
+                continue
+            if self.auto:
+                pending.append(i)
                 continue
             code = self.lang if self.lang is not None else row.lang
             for task in self.tasks:
@@ -70,6 +79,8 @@ class Labeller:
                     self._fail(out[i], *found)
                     continue
                 jobs.setdefault((task, found.language), (found, []))[1].append(i)
+        if pending:
+            self._identify(rows, pending, out, jobs)
         keys = list(jobs)
         outcomes = self.engine.run([Job(jobs[k][0], [rows[i].text or "" for i in jobs[k][1]]) for k in keys])
         for (task, language), outcome in zip(keys, outcomes, strict=True):
@@ -82,6 +93,34 @@ class Labeller:
                 out[i].values.update(result_values(task, result))
                 self.routes.used[(task, result.route.language)] = result.route
         return out
+
+    def _identify(
+        self,
+        rows: Sequence[Row],
+        pending: list[int],
+        out: list[Labels],
+        jobs: dict[tuple[str, str], tuple[Route, list[int]]],
+    ) -> None:
+        """Identify the pending rows' languages in one call and add each row to its language's jobs."""
+        try:
+            detections = self.engine.identify([rows[i].text or "" for i in pending])
+        except ServeError as err:
+            for i in pending:
+                self._fail(out[i], ENGINE, _reason("language", err.detail, err.hint))
+            return
+        language_column, score_column = DETECTED_COLUMNS
+        for i, plan in zip(pending, route_texts(detections, self.engine.resolve, self.tasks, False), strict=True):
+            if plan.detection is not None:
+                out[i].values[language_column] = plan.detection.language
+                out[i].values[score_column] = round(plan.detection.score, DIGITS)
+            if plan.error is not None:
+                kind = UNCERTAIN if plan.error.error == UNCERTAIN else NO_ADAPTER
+                self._fail(out[i], kind, _reason(", ".join(self.tasks), plan.error.detail, plan.error.hint))
+                continue
+            for task, detail in plan.unavailable.items():
+                self._fail(out[i], NO_ADAPTER, _reason(task, detail))
+            for task, route in plan.routes.items():
+                jobs.setdefault((task, route.language), (route, []))[1].append(i)
 
     @staticmethod
     def _fail(labels: Labels, kind: str, reason: str) -> None:

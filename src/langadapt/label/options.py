@@ -18,7 +18,9 @@ class LabelSettings(InferenceSettings):
     input: Path = Field(description="Corpus file to label.")
     output: Path = Field(description="Where the labelled rows go.")
     tasks: tuple[str, ...] = Field(description="ner, sentiment, topic, or several: ner,sentiment.")
-    lang: str | None = Field(default=None, description="Language of every text (yo, yor, yor_Latn...).")
+    lang: str | None = Field(
+        default=None, description="Language of every text (yo, yor, yor_Latn...), or auto: identify each text's."
+    )
     lang_column: str | None = Field(default=None, description="Column holding each row's language code.")
     text_column: str = Field(default="text", description="Column holding the text.")
     input_format: str = Field(

@@ -53,13 +53,14 @@ class Writer:
         source: str,
         text_column: str,
         layout: dict[str, Any] | None = None,
+        detect: bool = False,
     ) -> None:
         self.fmt = fmt
         self.tasks = tasks
         self.source = source
         self.text_column = text_column
         self.layout = layout or {}
-        self.added = added_columns(tasks)
+        self.added = added_columns(tasks, detect)
         self.replaced = [c for c in input_columns if c in self.added]
         self.columns = [c for c in input_columns if c not in self.added] + self.added
         self._schema: Any = None

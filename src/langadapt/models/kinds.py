@@ -40,7 +40,12 @@ __all__ = [
     "HEAD_TYPES",
     "HEAD_WEIGHTS",
     "LABEL_HEAD_TYPES",
+    "LANGUAGE_ID",
     "LANGUAGE_TASK",
+    "LID_CONFIG",
+    "LID_KIND",
+    "LID_TASK",
+    "LID_WEIGHTS",
     "MANIFEST_FILE",
     "MASKED_LM",
     "MODEL_ARTIFACT",
@@ -73,6 +78,8 @@ HEAD_WEIGHTS = "model_head.safetensors"
 HEAD_CONFIG = "head_config.json"
 FULL_MODEL_WEIGHTS = "model.safetensors"  # a fully fine-tuned encoder (kind `full`)
 GRAPH_FILE = "model.onnx"  # an ONNX artifact's graph
+LID_CONFIG = "lid_config.json"  # the language-ID head (task `lid`): labels, threshold, length calibration
+LID_WEIGHTS = "lid_head.safetensors"  # its linear layer
 
 
 def _register(registry: dict[str, Any], what: str, entry: Any) -> Any:
@@ -118,6 +125,11 @@ TAGGING = register_head_type(
 MASKED_LM = register_head_type(
     "masked_lm", per_token=True, help="the base's masked-LM head: trains language adapters, labels nothing"
 ).name
+LANGUAGE_ID = register_head_type(
+    "language_id",
+    per_token=False,
+    help="one linear layer over the mean of a text's input embeddings (no encoder layer): the text's language",
+).name
 
 
 # ------------------------------------------------------------------------------------------------ tasks
@@ -128,7 +140,9 @@ class Task:
     name: str = field(metadata={"help": "registry key, as stored in manifests and routed by (`/v1/<task>`)"})
     help: str = field(metadata={"help": "one line for humans"})
     head_type: str = field(metadata={"help": "a registered head type"})
-    served: bool = field(metadata={"help": "labels text for clients (HTTP, `langadapt label`); else language adapters"})
+    served: bool = field(
+        metadata={"help": "labels text for clients (HTTP, `langadapt label`); else it helps those that do"}
+    )
     selection_metric: str | None = field(
         metadata={"help": "the validation figure (higher is better) that picks the best checkpoint; None for none"}
     )
@@ -155,6 +169,13 @@ register_task(
 )
 LANGUAGE_TASK = register_task(
     "mlm", head_type=MASKED_LM, served=False, selection_metric=None, help="masked language modelling: language adapters"
+).name
+LID_TASK = register_task(  # one head for every language; `lang: "auto"` routes each text by it
+    "lid",
+    head_type=LANGUAGE_ID,
+    served=False,
+    selection_metric="accuracy",
+    help='language identification for lang "auto" (SIB-200), accuracy',
 ).name
 
 
@@ -270,7 +291,8 @@ def get_kind(name: str) -> AdapterKind:
 
 
 FULL_KIND = "full"  # a manifest `kind`: the whole encoder fine-tuned (no adapter), stored as FULL_MODEL_WEIGHTS
-MODEL_KINDS: tuple[str, ...] = (*ADAPTER_KINDS, FULL_KIND)  # what a trained model's manifest `kind` may be
+LID_KIND = "linear"  # a manifest `kind`: the language-ID head, a linear layer on the frozen base (no adapter)
+MODEL_KINDS: tuple[str, ...] = (*ADAPTER_KINDS, FULL_KIND, LID_KIND)  # what a trained model's manifest `kind` may be
 BANK_KINDS: tuple[str, ...] = tuple(k.name for k in ADAPTER_KINDS.values() if k.banked)
 
 

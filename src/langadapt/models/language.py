@@ -22,7 +22,7 @@ from langcodes.data_dicts import LIKELY_SUBTAGS
 
 from langadapt.errors import LanguageCodeError
 
-__all__ = ["FLORES200_CODES", "canonical_language", "language_name", "resolve_against"]
+__all__ = ["FLORES200_CODES", "canonical_language", "display_name", "language_name", "resolve_against"]
 
 # The 204 FLORES-200 language varieties (facebookresearch/flores, flores200/README.md), public reference data.
 _FLORES200_TEXT = """
@@ -140,6 +140,14 @@ def language_name(code: str) -> str:
     if len(flores_scripts) > 1 or script != usual:
         return f"{name} ({Language.make(script=script).script_name()})"
     return name
+
+
+def display_name(code: str) -> str:
+    """`language_name`, or the code itself where it names no language (for messages and pages: never raises)."""
+    try:
+        return language_name(code)
+    except LanguageCodeError:
+        return code
 
 
 def resolve_against(code: str, available: Iterable[str]) -> str:

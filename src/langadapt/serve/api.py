@@ -29,11 +29,14 @@ from litserve.loops.simple_loops import BatchedLoop
 from litserve.transport.base import MessageTransport
 from litserve.utils import LitAPIStatus, LoopResponseType
 
+from langadapt.inference.auto import AutoBatch, AutoOutcome
 from langadapt.inference.engine import BatchStats, Engine, EngineHooks, Job, TextResult
 from langadapt.inference.errors import ServeError
+from langadapt.inference.language_id import is_auto
 from langadapt.inference.routing import Route
 from langadapt.models.store_view import AdapterRef
 from langadapt.serve.control import ControlChannel, ControlFollower
+from langadapt.serve.language_id import auto_response
 from langadapt.serve.metrics import NO_LANGUAGE, get_metrics
 from langadapt.serve.schemas import (
     ClassificationResponse,
@@ -116,6 +119,8 @@ class Decoded:
 
     `single` is the task of a `/v1/<task>` request (answered in that task's response shape), None for
     `/v1/label`; `unavailable` lists tasks a `/v1/label` request left to the server that the language lacks.
+    With `lang: "auto"`, `auto` holds the tasks to run and whether the client named them; routes come per text
+    in `predict`, after language identification.
     """
 
     request: LabelRequest
@@ -123,6 +128,7 @@ class Decoded:
     routes: tuple[tuple[str, Route], ...] = ()
     unavailable: tuple[tuple[str, str], ...] = ()
     error: ServeError | None = None
+    auto: tuple[tuple[str, ...], bool] | None = None
 
     @property
     def language(self) -> str:
@@ -137,6 +143,7 @@ class Answer:
     decoded: Decoded
     results: dict[str, list[TextResult]] | None
     error: ServeError | None = None
+    auto: list[AutoOutcome] | ServeError | None = None
 
 
 class InferenceAPI(ls.LitAPI):
@@ -206,6 +213,8 @@ class InferenceAPI(ls.LitAPI):
         """Resolve the request's language for each of its tasks; a routing error is kept for this request alone."""
         engine = self._engine()
         if isinstance(request, TaskCall):
+            if is_auto(request.request.lang):
+                return Decoded(request.request, request.task, auto=((request.task,), True))
             try:
                 return Decoded(
                     request.request, request.task, ((request.task, engine.resolve(request.task, request.request.lang)),)
@@ -214,17 +223,16 @@ class InferenceAPI(ls.LitAPI):
                 return Decoded(request.request, request.task, error=err)
         served = engine.settings.tasks
         asked = tuple(request.tasks) if request.tasks else None
+        if is_auto(request.lang):  # routed per text in `predict`, once each text's language is identified
+            unknown = [name for name in asked or () if name not in served]
+            if unknown:
+                return Decoded(request, error=_unknown_task(unknown[0], served))
+            return Decoded(request, auto=(asked or served, asked is not None))
         routes: list[tuple[str, Route]] = []
         missing: dict[str, ServeError] = {}
         for task in asked or served:
             if task not in served:
-                missing[task] = ServeError(
-                    404,
-                    "unknown_task",
-                    f"this server does not serve {task!r}",
-                    f"available tasks: {', '.join(served)}",
-                    extra={"available": list(served)},
-                )
+                missing[task] = _unknown_task(task, served)
                 continue
             try:
                 routes.append((task, engine.resolve(task, request.lang)))
@@ -244,7 +252,11 @@ class InferenceAPI(ls.LitAPI):
     def predict(self, x: list[Decoded]) -> list[Answer]:
         """Label every routed (request, task) of the batch together; each request gets its results or its error."""
         jobs = [(d, task, Job(route, d.request.texts)) for d in x if d.error is None for task, route in d.routes]
-        outcomes = self._engine().run([job for _, _, job in jobs])
+        wanted = [d for d in x if d.error is None and d.auto is not None]
+        auto = AutoBatch(self._engine(), [(d.request.texts, *d.auto) for d in wanted if d.auto is not None])
+        outcomes = self._engine().run([job for _, _, job in jobs] + auto.jobs)
+        identified = dict(zip((id(d) for d in wanted), auto.collect(outcomes[len(jobs) :]), strict=True))
+        outcomes = outcomes[: len(jobs)]
         results: dict[int, dict[str, list[TextResult]]] = {}
         failed: dict[int, ServeError] = {}
         for (decoded, task, _), outcome in zip(jobs, outcomes, strict=True):
@@ -254,6 +266,9 @@ class InferenceAPI(ls.LitAPI):
                 results.setdefault(id(decoded), {})[task] = outcome
         answers = []
         for decoded in x:
+            if id(decoded) in identified:
+                answers.append(Answer(decoded, None, auto=identified[id(decoded)]))
+                continue
             error = decoded.error or failed.get(id(decoded))
             answers.append(Answer(decoded, None, error) if error else Answer(decoded, results.get(id(decoded), {})))
         return answers
@@ -265,6 +280,12 @@ class InferenceAPI(ls.LitAPI):
     def encode_response(self, output: Answer) -> MultiTaskResponse:
         """The JSON response (or error) for one request, in its route's shape, with language and worker headers."""
         decoded = output.decoded
+        if output.auto is not None and decoded.auto is not None:
+            status, payload, detected, extra = auto_response(
+                decoded.single, decoded.auto[0], decoded.request, output.auto, result_item
+            )
+            auto_headers = {**extra, LANGUAGE_HEADER: detected, WORKER_HEADER: self.pid}
+            return JSONResponse(payload, status_code=status, headers=auto_headers)  # type: ignore[return-value]
         language = decoded.language
         headers = {LANGUAGE_HEADER: language, WORKER_HEADER: self.pid}
         if output.error is not None:
@@ -282,6 +303,17 @@ class InferenceAPI(ls.LitAPI):
         if self.engine is None:
             raise HTTPException(503, "the inference worker is not set up yet")
         return self.engine
+
+
+def _unknown_task(task: str, served: tuple[str, ...]) -> ServeError:
+    """The 404 for a task this server does not serve."""
+    return ServeError(
+        404,
+        "unknown_task",
+        f"this server does not serve {task!r}",
+        f"available tasks: {', '.join(served)}",
+        extra={"available": list(served)},
+    )
 
 
 def _task_unavailable(
@@ -327,46 +359,45 @@ def stack_out(route: Route) -> StackOut:
     return StackOut.model_validate(route.stack_dict())
 
 
+def classification_result(r: TextResult) -> ClassificationResult:
+    """One text's topic or sentiment result: label, scores, windows and stack."""
+    return ClassificationResult(
+        label=r.label or "",
+        score=r.score or 0.0,
+        scores=[LabelScore(label=label, score=score) for label, score in r.scores],
+        windows=r.windows,
+        windowed=r.windows > 1,
+        stack=stack_out(r.route),
+    )
+
+
+def ner_result(r: TextResult) -> NerResult:
+    """One text's NER result: entities, windows and stack."""
+    return NerResult(
+        entities=[EntityOut(type=e.type, text=e.text, start=e.start, end=e.end, score=e.score) for e in r.entities],
+        windows=r.windows,
+        windowed=r.windows > 1,
+        stack=stack_out(r.route),
+    )
+
+
+def result_item(task: str, r: TextResult) -> NerResult | ClassificationResult:
+    """One text's result in its task's shape."""
+    return ner_result(r) if task == "ner" else classification_result(r)
+
+
 def classification_response(
     task: str, request: LabelRequest, language: str, results: list[TextResult]
 ) -> ClassificationResponse:
     """A topic or sentiment response: labels, scores, windows and stack per text."""
     return ClassificationResponse(
-        task=task,
-        lang=request.lang,
-        language=language,
-        results=[
-            ClassificationResult(
-                label=r.label or "",
-                score=r.score or 0.0,
-                scores=[LabelScore(label=label, score=score) for label, score in r.scores],
-                windows=r.windows,
-                windowed=r.windows > 1,
-                stack=stack_out(r.route),
-            )
-            for r in results
-        ],
+        task=task, lang=request.lang, language=language, results=[classification_result(r) for r in results]
     )
 
 
 def ner_response(task: str, request: LabelRequest, language: str, results: list[TextResult]) -> NerResponse:
     """An NER response: entities, windows and stack per text."""
-    return NerResponse(
-        task=task,
-        lang=request.lang,
-        language=language,
-        results=[
-            NerResult(
-                entities=[
-                    EntityOut(type=e.type, text=e.text, start=e.start, end=e.end, score=e.score) for e in r.entities
-                ],
-                windows=r.windows,
-                windowed=r.windows > 1,
-                stack=stack_out(r.route),
-            )
-            for r in results
-        ],
-    )
+    return NerResponse(task=task, lang=request.lang, language=language, results=[ner_result(r) for r in results])
 
 
 def response_body(task: str, request: LabelRequest, language: str, results: list[TextResult]) -> Any:

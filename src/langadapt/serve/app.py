@@ -6,6 +6,7 @@
   feeds the same worker pool (each worker: one base model, every task and language); see `langadapt.serve.api`.
 - `GET /v1/adapters`, `POST /v1/adapters/load`, `DELETE /v1/adapters/{id}`, `POST /v1/adapters/{id}/pin|unpin`:
   admin, executed by every worker through the runtime directory's admin log (`langadapt.serve.control`).
+- `GET /`: a page to try it in a browser (`langadapt.serve.page`).
 - `GET /health` (the HTTP process is alive), `GET /ready` (every worker loaded the base, ≥1 stack active),
   `GET /metrics` (Prometheus, merged over processes).
 - JSON errors `{error, detail, hint}` for validation (400/413/422), HTTP errors and anything unexpected.
@@ -33,7 +34,7 @@ from langadapt.errors import LangadaptError, LanguageCodeError
 from langadapt.inference.errors import ServeError, error_body
 from langadapt.inference.routing import RouteTable
 from langadapt.models.base import BaseModelInfo, resolve_base_model
-from langadapt.models.kinds import LANGUAGE_TASK, TAGGING, TASK_HEAD_TYPES
+from langadapt.models.kinds import LANGUAGE_TASK, LID_TASK, TAGGING, TASK_HEAD_TYPES
 from langadapt.models.language import canonical_language
 from langadapt.models.manifest import Manifest
 from langadapt.models.manifest import adapter_id as conventional_id
@@ -44,6 +45,7 @@ from langadapt.serve.auth import AllowedHosts, ApiKeys
 from langadapt.serve.control import ControlChannel
 from langadapt.serve.gateway import Gateway, InFlight
 from langadapt.serve.metrics import get_metrics
+from langadapt.serve.page import add_page
 from langadapt.serve.schemas import (
     SIZE_ERRORS,
     AdaptersResponse,
@@ -114,6 +116,7 @@ def build_server(settings: ServerSettings, keys: ApiKeys | None = None) -> ls.Li
     install_error_handlers(server.app, settings.tasks)
     add_task_routes(server, api, settings.tasks)
     add_routes(server.app, settings, channel, stores, info, server)
+    add_page(server.app, stores, info.fingerprint, settings.tasks, settings.fallback)
     return server
 
 
@@ -349,7 +352,7 @@ def _latest(stores: LayeredStore, adapter_id: str) -> Manifest:
 
 def _tasks_of(manifest: Manifest, served: tuple[str, ...]) -> list[str]:
     """The workers an operation on this adapter concerns: the one pool, when the server serves its task."""
-    if manifest.task != LANGUAGE_TASK and manifest.task not in served:
+    if manifest.task not in (LANGUAGE_TASK, LID_TASK) and manifest.task not in served:
         raise ServeError(
             409,
             "task_not_served",

@@ -54,6 +54,7 @@ def serve(
     cache_mb: float = flag(ServerSettings, "cache_mb"),
     preload: int = flag(ServerSettings, "preload"),
     fallback: list[str] | None = flag(ServerSettings, "fallback"),
+    lid_threshold: float | None = flag(ServerSettings, "lid_threshold"),
     api_keys_file: Path | None = flag(ServerSettings, "api_keys_file"),
     host: str = flag(ServerSettings, "host"),
     allowed_hosts: str | None = flag(ServerSettings, "allowed_hosts"),

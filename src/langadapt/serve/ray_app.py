@@ -33,15 +33,17 @@ from typing import Annotated, Any, Literal, cast
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
-from pydantic import Field
+from pydantic import Field, field_validator
 from ray import serve
 from ray.serve import Application, Deployment
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from langadapt.errors import SettingsError
 from langadapt.inference.cache import AdapterLoadError
 from langadapt.inference.engine import Engine, Job, TextResult
 from langadapt.inference.errors import ServeError, error_body
+from langadapt.inference.language_id import is_auto
 from langadapt.inference.routing import Router, StackKey
 from langadapt.models.base import resolve_base_model
 from langadapt.models.kinds import TAGGING, TASK_HEAD_TYPES
@@ -89,6 +91,17 @@ class RaySettings(ServingSettings):
     labeler_max_ongoing_requests: int = Field(default=32, ge=1, description="Requests a labeler replica takes at once.")
     ingress_replicas: int = Field(default=1, ge=1, description="HTTP ingress replicas.")
     ingress_cpus: float = Field(default=0.5, ge=0, description="CPUs each ingress replica reserves.")
+
+    @field_validator("lid_threshold")
+    @classmethod
+    def _no_language_id(cls, value: float | None) -> float | None:
+        """The app answers `lang: "auto"` with a 422 (`LangadaptIngress.label`): a threshold would do nothing."""
+        if value is not None:
+            raise SettingsError(
+                'the Ray Serve app does not identify languages (lang "auto" answers 422), so it has no lid_threshold',
+                "leave lid_threshold out; `langadapt serve --lid-threshold` serves lang auto",
+            )
+        return value
 
 
 # ------------------------------------------------------------------------------------------ labeler
@@ -274,6 +287,15 @@ class LangadaptIngress:
     async def label(self, task: str, request: LabelRequest) -> JSONResponse:
         """Resolve, call the labeler multiplexed by stack, and answer as the LitServe server does."""
         self._follow_store()
+        if is_auto(request.lang):  # replicas are multiplexed by stack: the stack must be known before the call
+            unsupported = ServeError(
+                422,
+                "language_id_unsupported",
+                'lang "auto" is served by `langadapt serve`, not by the Ray Serve app (its replicas are chosen by '
+                "adapter stack, so the language must be known first)",
+                "send lang with the texts' language code",
+            )
+            return _error_response(unsupported, NO_LANGUAGE)
         try:
             route = self.router.resolve(task, request.lang)
         except ServeError as err:

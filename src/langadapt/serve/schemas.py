@@ -34,7 +34,8 @@ class LabelRequest(BaseModel):
     lang: str = Field(
         min_length=1,
         max_length=64,
-        description="Language of the texts: `yo`, `yor`, `yor-Latn`, `yor_Latn` or an English name like `Yoruba`.",
+        description="Language of the texts: `yo`, `yor`, `yor-Latn`, `yor_Latn` or an English name like `Yoruba`; "
+        "`auto`: identify each text's language (texts below the confidence threshold get a 422 asking for `lang`).",
     )
     texts: list[str] = Field(
         min_length=1,
@@ -109,6 +110,34 @@ class LabelScore(BaseModel):
     score: float
 
 
+class DetectedLanguage(BaseModel):
+    """With `lang: "auto"`: the language identified for a text, and how sure the language-ID head is."""
+
+    language: str = Field(description="canonical code of the most probable language")
+    name: str = Field(description="its English name")
+    score: float = Field(description="its probability")
+    confident: bool = Field(description="whether the score reaches the threshold (else the text gets a 422)")
+    threshold: float = Field(description="the server's confidence threshold")
+    candidates: list[LabelScore] = Field(description="the most probable languages, most probable first")
+
+
+class TextError(BaseModel):
+    """Why one text of a request was not labelled (the request's other texts were)."""
+
+    status: int = Field(description="the HTTP status this error would have alone, e.g. 422 or 404")
+    error: str
+    detail: str
+    hint: str
+    available: list[str] | None = None
+
+
+class TextFailure(BaseModel):
+    """A text that was not labelled: the error, and what language identification found."""
+
+    error: TextError
+    detected: DetectedLanguage | None = None
+
+
 class ClassificationResult(BaseModel):
     """One text's label (topic or sentiment), every label's probability, and how it was read."""
 
@@ -118,6 +147,7 @@ class ClassificationResult(BaseModel):
     windows: int = Field(description="how many overlapping windows the text was read in")
     windowed: bool = Field(description="true when the text was longer than one window (probabilities averaged)")
     stack: StackOut
+    detected: DetectedLanguage | None = Field(default=None, description='with lang "auto": the identified language')
 
 
 class EntityOut(BaseModel):
@@ -137,6 +167,7 @@ class NerResult(BaseModel):
     windows: int = Field(description="how many overlapping windows the text was read in")
     windowed: bool = Field(description="true when the text was longer than one window (words read where central)")
     stack: StackOut
+    detected: DetectedLanguage | None = Field(default=None, description='with lang "auto": the identified language')
 
 
 class ClassificationResponse(BaseModel):
@@ -144,8 +175,10 @@ class ClassificationResponse(BaseModel):
 
     task: str
     lang: str = Field(description="the language code as sent")
-    language: str = Field(description="the canonical code it resolved to")
-    results: list[ClassificationResult]
+    language: str = Field(description='the canonical code it resolved to (lang "auto": the one detected, or "mixed")')
+    results: list[ClassificationResult | TextFailure] = Field(
+        description='in request order; with lang "auto", a text whose language was not identified is a TextFailure'
+    )
 
 
 class NerResponse(BaseModel):
@@ -154,7 +187,9 @@ class NerResponse(BaseModel):
     task: str
     lang: str
     language: str
-    results: list[NerResult]
+    results: list[NerResult | TextFailure] = Field(
+        description='in request order; with lang "auto", a text whose language was not identified is a TextFailure'
+    )
 
 
 class MultiTaskRequest(LabelRequest):
@@ -192,6 +227,12 @@ class MultiTaskResult(BaseModel):
     ner: NerResult | None = None
     sentiment: ClassificationResult | None = None
     topic: ClassificationResult | None = None
+    language: str | None = Field(default=None, description='with lang "auto": the language this text was routed to')
+    detected: DetectedLanguage | None = Field(default=None, description='with lang "auto": the identified language')
+    unavailable: dict[str, str] | None = Field(
+        default=None, description='with lang "auto": tasks its language has no adapter for, and why'
+    )
+    error: TextError | None = Field(default=None, description="why this text was not labelled (its tasks are null)")
 
 
 class MultiTaskResponse(BaseModel):
