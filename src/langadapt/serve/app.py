@@ -105,7 +105,7 @@ def build_server(settings: ServerSettings, keys: ApiKeys | None = None) -> ls.Li
         drain_timeout=settings.drain_timeout,
         in_flight=in_flight,
         accelerator=settings.accelerator,  # type: ignore[arg-type]
-        workers_per_device=settings.workers,
+        workers_per_device=settings.workers or 1,  # set by its validator
         timeout=settings.timeout,
         middlewares=[(Gateway, gateway_options)],
         fast_queue=settings.fast_queue,
@@ -246,7 +246,7 @@ def add_routes(
     def ready() -> JSONResponse:
         """Readiness: every worker loaded the base model, and at least one adapter stack is active."""
         reports = channel.reports()
-        expected = settings.workers
+        expected = settings.workers or 1
         status = getattr(server, "workers_setup_status", None)
         if status is not None:
             with contextlib.suppress(OSError, EOFError):
