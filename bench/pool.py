@@ -5,7 +5,7 @@
 
 The NEW layout is this checkout's `langadapt serve`; the OLD one is commit bbff0af (one LitAPI, so one worker
 process and one base model, per task), run from a temporary git worktree. Both are started as `make serve`
-starts them (default flags: the 15 packaged default adapters, `--workers 1`, default torch threads), each
+starts them (default flags: the 15 packaged default adapters, default workers and torch threads), each
 on a free loopback port with its own empty `--store` and `--runtime-dir`. Measured, side by side in one run:
 
 1. Memory: RSS and PSS (/proc/<pid>/smaps_rollup) summed over the whole server process tree with the 15
@@ -15,8 +15,8 @@ on a free loopback port with its own empty `--store` and `--runtime-dir`. Measur
    sentences each) from 8 concurrent keep-alive clients, a fixed number of requests per round with a time
    cap, NEW and OLD in alternating rounds (order reversed every other round), all servers up throughout;
    requests/s, p50/p99, errors; how often the NEW server's engine batches mixed tasks (`langadapt_batch_tasks`).
-   A third, diagnostic arm runs the NEW layout with `--threads <cores>` (its default before 7510829, which
-   now leaves a core to the HTTP processes), to tell the pool's effect from the thread count's.
+   A third, diagnostic arm runs the NEW layout with `--workers 1` (one worker with a torch thread per core; or
+   `--diagnostic-flags`), to tell the worker count's effect from the pool's.
 3. `POST /v1/label` with three tasks against three sequential single-task requests for the same texts, on
    the NEW server, one client, interleaved (the order alternates per repeat), many repeats.
 """
@@ -53,9 +53,9 @@ TASKS = ("ner", "sentiment", "topic")
 CLIENTS = 8
 GOALS = {"memory": 1.4, "throughput": 1.0, "label": 1.0}
 CORES = os.cpu_count() or 1
-ALL_THREADS = f"new-{CORES}t"  # diagnostic arm: the NEW layout with a torch thread per core
+ALL_THREADS = "new-1w"  # diagnostic arm: the NEW layout with one worker (a torch thread per core)
 DIAGNOSTIC_ENV: dict[str, str] = {}  # extra environment of the diagnostic arm (--diagnostic-env)
-DIAGNOSTIC_FLAGS: list[str] = []  # its server flags instead of --threads <cores> (--diagnostic-flags)
+DIAGNOSTIC_FLAGS: list[str] = []  # its server flags instead of --workers 1 (--diagnostic-flags)
 
 
 def log(message: str) -> None:
@@ -197,8 +197,8 @@ def server_command(layout: str, port: int, store: Path, runtime: Path) -> tuple[
     if layout == "old":
         env["PYTHONPATH"] = str(WORKTREE / "src")
         return [sys.executable, "-m", "langadapt.serve", *flags], env
-    if layout == ALL_THREADS:  # diagnostic arm: the NEW layout with a torch thread per core
-        flags += DIAGNOSTIC_FLAGS or ["--threads", str(CORES)]
+    if layout == ALL_THREADS:  # diagnostic arm: the NEW layout with one worker
+        flags += DIAGNOSTIC_FLAGS or ["--workers", "1"]
         env.update(DIAGNOSTIC_ENV)
     script = Path(sys.executable).parent / "langadapt"
     return ([str(script), "serve"] if script.exists() else [sys.executable, "-m", "langadapt.serve"]) + flags, env
@@ -571,7 +571,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     names = {
         "new": "NEW (one pool)",
         "old": "OLD (worker per task)",
-        ALL_THREADS: f"NEW --threads {CORES}\n(diagnostic)",
+        ALL_THREADS: f"NEW {' '.join(DIAGNOSTIC_FLAGS) or '--workers 1'}\n(diagnostic)",
     }
     colours = {"new": "tab:green", "old": "tab:gray", ALL_THREADS: "tab:olive"}
     for i, layout in enumerate(arms):
@@ -619,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=15, help="repeats per /v1/label case")
     parser.add_argument("--label-cap", type=float, default=60.0, help="seconds after which a case stops repeating")
     parser.add_argument(
-        "--no-diagnostic", action="store_true", help="leave out the diagnostic arm (NEW with --threads <cores>)"
+        "--no-diagnostic", action="store_true", help="leave out the diagnostic arm (NEW with --workers 1)"
     )
     parser.add_argument(
         "--diagnostic-env", action="append", default=[], metavar="NAME=VALUE", help="environment of the diagnostic arm"
@@ -695,9 +695,10 @@ def main(argv: list[str] | None = None) -> int:
             "versions": versions(),
             "commits": commits(),
             "threads": {
-                "new": "one worker, default torch threads: max(1, (cores - api servers) // workers) since 7510829",
+                "new": "default workers (one per core up to 4 on a CPU, sharing one base) x cores // workers threads",
                 "old": "three workers (one per task), torch threads = max(1, cores // 3) each",
-                ALL_THREADS: f"diagnostic: the NEW layout with --threads {CORES} (its default before 7510829)",
+                ALL_THREADS: f"diagnostic: the NEW layout with {' '.join(DIAGNOSTIC_FLAGS) or '--workers 1'}",
+                "diagnostic_env": DIAGNOSTIC_ENV,
                 "engine": os.cpu_count(),
             },
             "server_flags": "make serve defaults + --host 127.0.0.1 --port <free> --store <empty tmp> "
