@@ -17,7 +17,7 @@ from langadapt.label.cli_label import register as register_label
 from langadapt.label.job import LabelSettings
 from langadapt.models.store_view import PACKAGED
 from langadapt.serve.cli_serve import register as register_serve
-from langadapt.serve.settings import ServerSettings
+from langadapt.serve.settings import ServerSettings, available_cores
 
 
 def command(register: object, name: str) -> Any:
@@ -99,8 +99,20 @@ def test_a_worker_gets_its_device_and_its_share_of_the_cores() -> None:
     assert pickle.loads(pickle.dumps(worker)) == worker  # LitServe pickles it into the worker process
     assert settings.limits.queue == settings.max_queue
     assert ServerSettings(device="cuda").workers == 1  # one per GPU; on a CPU, one per core up to 4
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     assert ServerSettings(device="cpu").workers == min(4, cores)
     assert ServerSettings(device="cpu").for_worker("cpu").threads == max(1, cores // min(4, cores))
     with pytest.raises(SettingsError, match="runtime directory"):
         ServerSettings().runtime()
+
+
+def test_the_cores_a_container_may_use_cap_the_default_workers(tmp_path: Path) -> None:
+    limit = tmp_path / "cpu.max"
+    affinity = len(os.sched_getaffinity(0))
+    assert available_cores(tmp_path / "absent") == affinity
+    limit.write_text("max 100000\n")
+    assert available_cores(limit) == affinity
+    limit.write_text("100000 100000\n")  # a 1-CPU limit (Kubernetes cpu: "1")
+    assert available_cores(limit) == 1
+    limit.write_text("50000 100000\n")  # half a CPU still gets one worker
+    assert available_cores(limit) == 1

@@ -91,7 +91,7 @@ class ServerSettings(ServingSettings):
         """Workers unset: one per GPU, or on a CPU one per core (at most MAX_AUTO_WORKERS)."""
         if value is not None:
             return value
-        return 1 if _on_gpu(str(info.data.get("device", "auto"))) else min(MAX_AUTO_WORKERS, os.cpu_count() or 1)
+        return 1 if _on_gpu(str(info.data.get("device", "auto"))) else min(MAX_AUTO_WORKERS, available_cores())
 
     @property
     def on_gpu(self) -> bool:
@@ -126,7 +126,7 @@ class ServerSettings(ServingSettings):
 
     def for_worker(self, device: str) -> ServerSettings:
         """One worker's settings: the device LitServe gave it (when `auto`), and its share of the cores."""
-        threads = self.threads or max(1, (os.cpu_count() or 1) // (self.workers or 1))
+        threads = self.threads or max(1, available_cores() // (self.workers or 1))
         return self.model_copy(update={"device": device if self.device == "auto" else self.device, "threads": threads})
 
 
@@ -137,3 +137,15 @@ def _on_gpu(device: str) -> bool:
 
         return bool(torch.cuda.is_available())
     return device.startswith("cuda")
+
+
+def available_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may use: its CPU affinity, capped by a container's CPU quota (cgroup v2)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+    except (OSError, ValueError):
+        return max(1, cores)
+    if quota == "max":
+        return max(1, cores)
+    return max(1, min(cores, int(int(quota) / int(period))))
