@@ -33,7 +33,7 @@ from langadapt.errors import LangadaptError, LanguageCodeError
 from langadapt.inference.errors import ServeError, error_body
 from langadapt.inference.routing import RouteTable
 from langadapt.models.base import BaseModelInfo, resolve_base_model
-from langadapt.models.kinds import LANGUAGE_TASK, TAGGING, TASK_HEAD_TYPES
+from langadapt.models.kinds import ADAPTER_CONFIG, LANGUAGE_TASK, TAGGING, TASK_HEAD_TYPES
 from langadapt.models.language import canonical_language
 from langadapt.models.manifest import Manifest
 from langadapt.models.manifest import adapter_id as conventional_id
@@ -415,6 +415,13 @@ def _publish(store: AdapterStore, body: LoadRequest, info: BaseModelInfo) -> Man
     """Publish a server-side folder (unless its files equal the latest version's); StoreError becomes 422."""
     folder = Path(str(body.path)).expanduser()
     try:
+        if not (folder / MANIFEST_FILE).is_file() and not (folder / ADAPTER_CONFIG).is_file():
+            raise ServeError(  # before anything walks it: `"path": "/"` must not list the whole file system
+                422,
+                "invalid_adapter_folder",
+                f"{folder} holds neither a manifest.json nor an adapter_config.json",
+                "point at a folder written by save_adapter(..., use_safetensors=True), or one with a manifest.json",
+            )
         if (folder / MANIFEST_FILE).is_file() and body.task is None:
             manifest = Manifest.model_validate_json((folder / MANIFEST_FILE).read_bytes())
             same = _same_as_latest(store, manifest.id, folder)
@@ -472,7 +479,13 @@ def _same_as_latest(store: AdapterStore, adapter_id: str, folder: Path) -> Manif
     if not versions:
         return None
     latest = store.get(adapter_id, versions[-1])
-    files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE}
+    files: dict[str, Path] = {}
+    for path in folder.rglob("*"):
+        if path.is_file() and path.name != MANIFEST_FILE:
+            rel = path.relative_to(folder).as_posix()
+            if rel not in latest.files:
+                return None  # stop at the first file the latest version lacks, however large the folder
+            files[rel] = path
     if set(files) != set(latest.files):
         return None
     for rel, path in files.items():
