@@ -37,7 +37,7 @@ from langadapt.models.kinds import ADAPTER_CONFIG, LANGUAGE_TASK, TAGGING, TASK_
 from langadapt.models.language import canonical_language
 from langadapt.models.manifest import Manifest
 from langadapt.models.manifest import adapter_id as conventional_id
-from langadapt.models.store import MANIFEST_FILE, AdapterStore
+from langadapt.models.store import MANIFEST_FILE, AdapterStore, read_manifest
 from langadapt.models.store_view import AdapterRef, LayeredStore, store_view
 from langadapt.serve.api import POOL, InferenceAPI, TaskCall
 from langadapt.serve.auth import AllowedHosts, ApiKeys
@@ -423,7 +423,7 @@ def _publish(store: AdapterStore, body: LoadRequest, info: BaseModelInfo) -> Man
                 "point at a folder written by save_adapter(..., use_safetensors=True), or one with a manifest.json",
             )
         if (folder / MANIFEST_FILE).is_file() and body.task is None:
-            manifest = Manifest.model_validate_json((folder / MANIFEST_FILE).read_bytes())
+            manifest = read_manifest(folder / MANIFEST_FILE)
             same = _same_as_latest(store, manifest.id, folder)
             return same or store.publish(folder, manifest)
         if body.task is None or body.language is None:
