@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,3 +94,62 @@ def launch_server() -> Callable[..., RunningServer]:
         return RunningServer(f"http://127.0.0.1:{port}", port, process, log, tmp / "cache")
 
     return launch
+
+
+def _mount(*args: str) -> str | None:
+    """Run `mount`; why it failed (not root, no permission in this container, no mount command), or None."""
+    try:
+        result = subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    return None if result.returncode == 0 else (result.stderr.strip() or f"mount exited {result.returncode}")
+
+
+@pytest.fixture
+def mounts() -> Iterator[Mounts]:
+    """Real mounts for fault tests (a read-only bind, a small tmpfs), undone at teardown; skips where not allowed."""
+    made = Mounts()
+    try:
+        yield made
+    finally:
+        for path in reversed(made.points):
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+class Mounts:
+    """Mount points made by one test, newest last."""
+
+    def __init__(self) -> None:
+        self.points: list[Path] = []
+
+    def read_only(self, path: Path) -> None:
+        """Make `path` read-only in place (a bind mount of itself, remounted read-only): even root cannot write."""
+        if os.geteuid() != 0:
+            pytest.skip("a read-only bind mount needs root (tests write as root here: chmod would not stop them)")
+        problem = _mount("--bind", str(path), str(path))
+        if problem:
+            pytest.skip(f"cannot bind-mount {path} in this environment: {problem}")
+        self.points.append(path)
+        problem = _mount("-o", "remount,bind,ro", str(path))
+        if problem:
+            pytest.skip(f"cannot remount {path} read-only in this environment: {problem}")
+
+    def writable(self, path: Path) -> None:
+        """Undo `read_only(path)`."""
+        subprocess.run(["umount", str(path)], check=True, capture_output=True, timeout=30)
+        self.points.remove(path)
+
+    def tmpfs(self, path: Path, size: str) -> None:
+        """A fresh tmpfs of `size` (e.g. `1m`) at `path`: a small disk that fills up."""
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        path.mkdir(parents=True, exist_ok=True)
+        problem = _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
+        if problem:
+            pytest.skip(f"cannot mount a tmpfs in this environment: {problem}")
+        self.points.append(path)
+
+    def resize(self, path: Path, size: str) -> None:
+        """Give a tmpfs made by `tmpfs` another size (space freed)."""
+        problem = _mount("-o", f"remount,size={size}", str(path))
+        assert problem is None, problem

@@ -22,11 +22,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from langadapt.client import Client
+from langadapt.errors import StoreUnwritableError
 from langadapt.models.base import resolve_base_model
 from langadapt.models.store import AdapterStore
 from langadapt.serve.synthetic import AdapterFactory
@@ -263,6 +265,49 @@ def test_a_killed_worker_is_replaced_and_its_requests_answered_within_a_second(s
     after = httpx.post(f"{server.url}/v1/ner", json=BODY, timeout=60)
     assert after.status_code == 200 and after.headers["x-langadapt-worker"] != str(pid)
     assert restarts(server.url) == 1
+
+
+# ------------------------------------------------------------------------------- read-only store
+
+
+def test_a_read_only_store_keeps_serving_and_says_why_nothing_can_be_published(
+    server: Served, world: Path, tiny_xlmr_dir: Path, tmp_path: Path, mounts: Any
+) -> None:
+    """The store really read-only (a read-only bind mount of itself, which stops root too), then writable again."""
+    store = AdapterStore(world)
+    before = store.versions("yor_Latn-ner")
+    folder = tmp_path / "next-ner"
+    AdapterFactory(resolve_base_model(str(tiny_xlmr_dir)), seed=9).save_task_adapter("yor_Latn-ner", "ner", folder)
+    body = {"path": str(folder), "language": "yo", "task": "ner", "language_adapter": "yor_Latn-mlm-seq_bn"}
+    admin = {"X-API-Key": (server.cache / "serve" / f"admin-{server.port}.key").read_text().strip()}
+
+    mounts.read_only(world)
+    with Load(server.url, threads=2) as load:
+        listing = httpx.get(f"{server.url}/v1/adapters", headers=admin, timeout=30).json()
+        refused = httpx.post(f"{server.url}/v1/adapters/load", json=body, headers=admin, timeout=60)
+        with pytest.raises(StoreUnwritableError, match=r"cannot be written \(Read-only file system\)"):
+            store.publish(folder, store.get("yor_Latn-ner").model_dump(exclude={"version", "files", "created"}))
+        time.sleep(1.0)
+    print(f"\nread-only store: {len(load.answered(200))} requests answered 200 meanwhile; publish: {refused.text}")
+    assert listing["store"] == {
+        "root": str(world),
+        "writable": False,
+        "problem": f"{world} is on a read-only file system",
+    }
+    assert refused.status_code == 503 and refused.json()["error"] == "store_unwritable", refused.text
+    assert "cannot be written (Read-only file system)" in refused.json()["detail"]
+    assert "keep serving" in refused.json()["hint"]
+    assert load.outcomes and {o.status for o in load.outcomes} == {200}, {
+        (o.status, o.exception) for o in load.outcomes
+    }
+    assert store.versions("yor_Latn-ner") == before
+
+    mounts.writable(world)
+    assert httpx.get(f"{server.url}/v1/adapters", headers=admin, timeout=30).json()["store"]["writable"] is True
+    published = httpx.post(f"{server.url}/v1/adapters/load", json=body, headers=admin, timeout=60)
+    assert published.status_code == 200 and published.json()["published"]["version"] == before[-1] + 1
+    answer = httpx.post(f"{server.url}/v1/ner", json=BODY, timeout=60).json()
+    assert answer["results"][0]["stack"]["task_adapter"]["version"] == before[-1] + 1
 
 
 # -------------------------------------------------------------------------------------- SIGTERM

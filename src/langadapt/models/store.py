@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
-from langadapt.errors import AdapterNotFoundError, FingerprintMismatchError, StoreError
+from langadapt.errors import AdapterNotFoundError, FingerprintMismatchError, StoreError, StoreUnwritableError
 from langadapt.models.kinds import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -273,6 +273,26 @@ class AdapterStore:
 
         return load_file(folder / name)
 
+    def write_problem(self) -> str | None:
+        """Why nothing can be published into the store now (read-only, no permission, full), or None.
+
+        Looks at the nearest existing folder of the root; a store that cannot be written still serves what it has.
+        """
+        folder = self.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            info = os.statvfs(folder)
+        except OSError as err:
+            return f"{folder} cannot be examined ({err.strerror})"
+        if info.f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only file system"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{folder} is not writable by this user"
+        if info.f_bavail == 0 or (info.f_favail == 0 and info.f_files > 0):
+            return f"no space left on the device of {folder}"
+        return None
+
     def generation(self) -> int:
         """The store's generation counter: 0 for a new store, +1 on every publish and remove."""
         path = self.root / GENERATION_FILE
@@ -477,7 +497,7 @@ class AdapterStore:
             where = Path(err.filename) if isinstance(err.filename, str) else None
             if err.errno not in UNWRITABLE or where is None or not where.is_relative_to(self.root):
                 raise
-            raise StoreError(
+            raise StoreUnwritableError(
                 f"the adapter store {self.root} cannot be written ({err.strerror})",
                 hint="the versions already published keep serving; make the store writable (or free space) "
                 "and publish again",

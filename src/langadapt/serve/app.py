@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from litserve.server import RegularRequestHandler
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from langadapt.errors import LangadaptError, LanguageCodeError
+from langadapt.errors import LangadaptError, LanguageCodeError, StoreUnwritableError
 from langadapt.inference.errors import ServeError, error_body
 from langadapt.inference.routing import RouteTable
 from langadapt.models.base import BaseModelInfo, resolve_base_model
@@ -53,6 +53,7 @@ from langadapt.serve.schemas import (
     LabelRequest,
     LoadRequest,
     NerResponse,
+    StoreState,
     WorkerView,
 )
 from langadapt.serve.settings import ServerSettings
@@ -86,6 +87,11 @@ def build_server(settings: ServerSettings, keys: ApiKeys | None = None) -> ls.Li
     in_flight = InFlight(mp.Value("i", 0))
     info = resolve_base_model(settings.base)
     stores = store_view(settings.store, settings.defaults)
+    problem = stores.writable.write_problem()
+    if problem:
+        log.warning(
+            "the adapter store cannot be written (%s): serving what it holds; publishing fails until it can", problem
+        )
     holder: dict[str, SupervisedServer] = {}
     gateway_options = {
         "keys": keys or ApiKeys(),
@@ -289,10 +295,12 @@ def add_routes(
             }
             for c in table.candidates
         ]
+        problem = stores.writable.write_problem()
         return AdaptersResponse(
             available=available,
             pinned=list(channel.read().pins),
             workers=[_worker_view(r) for r in channel.reports()],
+            store=StoreState(root=str(stores.writable.root), writable=problem is None, problem=problem),
         )
 
     @app.post("/v1/adapters/load", tags=["admin"], response_model=AdminResult, responses=errors)
@@ -463,6 +471,8 @@ def _publish(store: AdapterStore, body: LoadRequest, info: BaseModelInfo) -> Man
         )
     except ServeError:
         raise
+    except StoreUnwritableError as err:
+        raise ServeError(503, "store_unwritable", err.message, err.hint) from None
     except LanguageCodeError as err:
         raise ServeError(422, "invalid_request", err.message, err.hint) from None
     except LangadaptError as err:
