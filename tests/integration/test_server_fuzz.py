@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -297,6 +298,7 @@ admin_op = st.one_of(
 def admin(client: httpx.Client, op: str, target: Any) -> httpx.Response:
     """One admin operation with the key; a 5xx or no answer within HANG_S fails the test."""
     started = time.monotonic()
+    target = target if op == "publish" else quote(target, safe="")  # an id is one path segment, `?` and `/` too
     try:
         if op == "publish":
             response = client.post("/v1/adapters/load", json={**target, "wait_s": 10}, headers=ADMIN)
