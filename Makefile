@@ -12,7 +12,7 @@ CONTAINER_ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || comman
 IMAGE ?= langadapt:cpu
 IMAGE_BUILD_FLAGS ?=
 
-.PHONY: setup serve test test-fast style quality bench clean image image-test
+.PHONY: setup serve test test-fast reliability style quality bench clean image image-test
 
 setup: $(STAMP)
 
@@ -32,6 +32,13 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+
+# The long reliability runs (docs/reliability.md): the full fuzz (20x the quick run's examples, ~8 min here), the
+# fault tests, then the 10-minute soak (writes bench/results/soak.{json,png}). `make test` runs the quick fuzz.
+reliability: setup
+	LANGADAPT_FUZZ=full $(BIN)/python -m pytest tests/integration/test_server_fuzz.py \
+		tests/integration/test_server_faults.py tests/integration/test_label_disk.py
+	$(BIN)/python bench/soak.py
 
 style: setup
 	$(BIN)/ruff check --fix src tests bench

@@ -205,7 +205,7 @@ def adapters_publish(
     An id that a packaged default also has shadows the default (a warning says so): the store's one serves.
     """
     from langadapt.errors import StoreError
-    from langadapt.models.manifest import Manifest
+    from langadapt.models.store import read_manifest
 
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
@@ -214,11 +214,9 @@ def adapters_publish(
             "write a manifest (see `langadapt adapters show` of any adapter for its fields) or import an "
             "`adapters` library folder from Python with AdapterStore.import_adapters_folder",
         )
-    data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    data.pop("files", None)
-    data.pop("version", None)
+    manifest = read_manifest(manifest_path)  # wrong types or malformed JSON: a StoreError naming each field
     view = store_view(store)
-    published = view.writable.publish(folder, Manifest.model_validate({**data, "version": 0}))
+    published = view.writable.publish(folder, manifest)
     summary = manifest_summary(published)
     summary["shadows"] = [str(c.ref) for c in view.shadowed() if c.ref.id == published.id]
     warn_if_shadowing(view, published.id)

@@ -35,6 +35,10 @@ class StoreError(LangadaptError):
     """A store operation that was refused (bad folder, checksum mismatch, unsafe file, path escape)."""
 
 
+class StoreUnwritableError(StoreError):
+    """The store cannot be written now (read-only, no permission, no space); what it holds still serves."""
+
+
 class AdapterNotFoundError(StoreError, KeyError):
     """No adapter with that id or version in the store."""
 

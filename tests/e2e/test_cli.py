@@ -148,6 +148,34 @@ def test_publishing_a_folder_without_manifest_says_what_to_do(tmp_path: Path) ->
     assert "manifest.json" in result.output
 
 
+@pytest.mark.parametrize(
+    ("manifest", "says"),
+    [
+        ('{"labels": "a", "metrics": [1]}', "has invalid fields: labels: Input should be a valid list (got 'a'); "),
+        ('{"kind": 3}', "kind: Input should be a valid string (got 3)"),
+        ("{ not json", "cannot be read as JSON"),
+        ("[1, 2]", "holds list, not a JSON object"),
+    ],
+    ids=["wrong-types", "kind-number", "not-json", "not-an-object"],
+)
+def test_publishing_a_manifest_with_wrong_types_is_refused_and_the_store_keeps_its_version(
+    tmp_path: Path, manifest: str, says: str
+) -> None:
+    store = str(tmp_path / "s")
+    run_json("adapters", "publish", str(write_folder(tmp_path / "good")), "--store", store)
+    bad = write_folder(tmp_path / "bad")
+    good = json.loads((bad / "manifest.json").read_text())
+    changes = json.loads(manifest) if manifest.startswith('{"') else None
+    text = json.dumps({**good, **changes}) if changes is not None else manifest
+    (bad / "manifest.json").write_text(text)
+    result = runner.invoke(app, ["adapters", "publish", str(bad), "--store", store])
+    assert result.exit_code == 2, result.output
+    assert says in result.output and "Traceback" not in result.output
+    assert "hint: " in result.output and "nothing was published" in result.output
+    listed = run_json("adapters", "list", "--store", store, "--no-defaults")
+    assert [(a["id"], a["version"]) for a in listed] == [("yor_Latn-topic", 1)]  # type: ignore[index,union-attr]
+
+
 @pytest.mark.parametrize("code", ["yorr", "xx"])
 def test_unknown_language_filter_suggests_codes(tmp_path: Path, code: str) -> None:
     result = runner.invoke(app, ["adapters", "list", "--store", str(tmp_path), "--lang", code])

@@ -9,6 +9,7 @@ one-worker server checks that one worker process answers every task and that one
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -650,7 +651,23 @@ def test_a_corrupt_publish_is_refused_while_the_previous_version_keeps_answering
         corrupt = server.store.publish(folder, meta)
         wait_for_workers(server, lambda w: f"yor_Latn-ner@v{corrupt.version}" in w["refused"])
         mismatched = server.store.publish(source, {**meta, "base_fingerprint": "0" * 64})
+        # a version written by another tool (or edited by hand) whose manifest has wrong types
+        wrong = mismatched.version + 1
+        folder = server.tmp / "wrong-types-ner"
+        shutil.copytree(source, folder)
+        fields = json.loads((folder / "manifest.json").read_text())
+        fields.update(version=wrong, labels="B-PER", metrics=[0.5])
+        (folder / "manifest.json").write_text(json.dumps(fields))
+        folder.rename(server.store.root / "adapters" / "yor_Latn-ner" / str(wrong))
+        (server.store.root / "GENERATION").write_text(f"{server.store.generation() + 1}\n")
+        wait_for_workers(server, lambda w: f"yor_Latn-ner@v{wrong}" in w["refused"])
+        with server.client(ADMIN) as admin:  # the same manifest, published through the admin API
+            shutil.copytree(source, server.tmp / "wrong-types-folder")
+            (server.tmp / "wrong-types-folder" / "manifest.json").write_text(json.dumps(fields))
+            refused = admin.post("/v1/adapters/load", json={"path": str(server.tmp / "wrong-types-folder")})
         time.sleep(0.5)
+    assert refused.status_code == 422 and refused.json()["error"] == "invalid_adapter_folder", refused.text
+    assert "manifest.json has invalid fields: labels: Input should be a valid list (got 'B-PER')" in refused.text
     assert traffic.failures == []
     assert traffic.versions and {v for _, v in traffic.versions} == {2}
     with server.client(ADMIN) as admin:
@@ -659,6 +676,10 @@ def test_a_corrupt_publish_is_refused_while_the_previous_version_keeps_answering
         assert (entry["compatible"], entry["servable"]) == (False, False)
         reload = admin.post("/v1/adapters/load", json={"id": "yor_Latn-ner"})
         assert reload.status_code == 200 and f"yor_Latn-ner@v{corrupt.version}" in reload.json()["refused"]
+        reason = reload.json()["refused"][f"yor_Latn-ner@v{wrong}"]
+        assert "labels: Input should be a valid list (got 'B-PER')" in reason, reason
+        assert "metrics: Input should be a valid dictionary (got [0.5])" in reason, reason
+        assert server.store.versions("yor_Latn-ner")[-1] == wrong  # nothing was published by the refused call
 
 
 def test_keys_never_reach_the_log(server: Server) -> None:

@@ -1,9 +1,11 @@
-"""Faults on a real server: a killed worker, a base that cannot start, SIGTERM under load; the generated admin key.
+"""Faults on a real server: a killed worker, a read-only store, a base that cannot start, SIGTERM under load; the
+generated admin key.
 
 One server for the module, with one worker (the hard case: no other worker answers while it is replaced) and no
 keys configured (so it generates its admin key): the admin API is closed without that key and only local clients
 find it; `kill -9` of the worker while requests are in flight answers each of them within 1 s, `/ready` goes 503
-then 200, and the restart is counted; SIGTERM during load finishes what is in flight and exits 0 (the last test:
+then 200, and the restart is counted; a store made read-only (a real read-only bind mount) keeps serving and
+says why nothing can be published; SIGTERM during load finishes what is in flight and exits 0 (the last test:
 it stops the server). Two more starts on broken copies of the tiny base must end non-zero, saying why.
 """
 
@@ -13,36 +15,26 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import stat
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from langadapt.client import Client
+from langadapt.errors import StoreUnwritableError
 from langadapt.models.base import resolve_base_model
 from langadapt.models.store import AdapterStore
 from langadapt.serve.synthetic import AdapterFactory
 
 LONG_TEXT = " ".join(["Ọmọ náà lọ sí ilé ìwé ní Èkó lánàá, ó sì padà wá sílé."] * 20)
 BODY = {"lang": "yo", "texts": [LONG_TEXT] * 8}  # windows: each request keeps the worker busy a while
-START_S = 300  # a cold start on a loaded 2-core machine takes about a minute
-
-
-@dataclass
-class Served:
-    url: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-    cache: Path
+START_S = 300  # a cold start on a loaded 2-core machine takes about a minute (as the conftest waits)
 
 
 @dataclass
@@ -109,55 +101,7 @@ class Load:
         return [o for o in self.outcomes if o.status == status]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def launch(base: Path, store: Path, tmp: Path, *extra: str) -> Served:
-    """`python -m langadapt.serve` on `base` and `store` with no keys configured, in its own process group."""
-    port = free_port()
-    log = tmp / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LANGADAPT_")}
-    env.update({"LANGADAPT_CACHE": str(tmp / "cache"), "TOKENIZERS_PARALLELISM": "false"})
-    command = [
-        sys.executable,
-        "-m",
-        "langadapt.serve",
-        *("--base", str(base), "--store", str(store), "--no-defaults", "--port", str(port)),
-        *("--workers", "1", "--threads", "1", "--runtime-dir", str(tmp / "runtime"), "--drain-timeout", "20"),
-        *extra,
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    return Served(f"http://127.0.0.1:{port}", port, process, log, tmp / "cache")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server we started and every process of its group."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=60)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=10)
-
-
-def wait_ready(served: Served, timeout: float = START_S) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if served.process.poll() is not None:
-            pytest.fail(f"the server exited with {served.process.returncode}:\n{served.log.read_text()[-4000:]}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{served.url}/ready", timeout=5).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            pytest.fail(f"the server was not ready within {timeout:.0f} s:\n{served.log.read_text()[-4000:]}")
-        time.sleep(0.2)
+FLAGS = ("--drain-timeout", "20")  # no keys configured: the server generates its admin key
 
 
 @pytest.fixture(scope="module")
@@ -173,19 +117,21 @@ def world(tiny_xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="module")
-def server(tiny_xlmr_dir: Path, world: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    served = launch(tiny_xlmr_dir, world, tmp_path_factory.mktemp("faults-server"))
+def server(
+    tiny_xlmr_dir: Path, world: Path, tmp_path_factory: pytest.TempPathFactory, launch_server: Callable[..., Any]
+) -> Iterator[Any]:
+    served = launch_server(tiny_xlmr_dir, world, tmp_path_factory.mktemp("faults-server"), *FLAGS)
     try:
-        wait_ready(served)
+        served.wait_ready()
         yield served
     finally:
-        stop(served.process)
+        served.stop()
 
 
 # ------------------------------------------------------------------------------------- admin key
 
 
-def test_without_configured_keys_the_admin_api_needs_the_generated_key(server: Served) -> None:
+def test_without_configured_keys_the_admin_api_needs_the_generated_key(server: Any) -> None:
     key_file = server.cache / "serve" / f"admin-{server.port}.key"
     log = server.log.read_text(errors="replace")
     assert f"admin key (generated, as none is configured): {key_file}" in log
@@ -209,7 +155,7 @@ def test_without_configured_keys_the_admin_api_needs_the_generated_key(server: S
             os.environ["LANGADAPT_CACHE"] = previous
 
 
-def test_a_host_the_server_does_not_answer_to_is_refused(server: Served) -> None:
+def test_a_host_the_server_does_not_answer_to_is_refused(server: Any) -> None:
     rebound = httpx.get(f"{server.url}/v1/adapters", headers={"Host": f"evil.example:{server.port}"})
     assert rebound.status_code == 400 and rebound.json()["error"] == "host_not_allowed"
     assert httpx.get(f"{server.url}/health", headers={"Host": f"localhost:{server.port}"}).status_code == 200
@@ -225,7 +171,7 @@ def restarts(url: str) -> float:
     return 0.0
 
 
-def test_a_killed_worker_is_replaced_and_its_requests_answered_within_a_second(server: Served) -> None:
+def test_a_killed_worker_is_replaced_and_its_requests_answered_within_a_second(server: Any) -> None:
     assert restarts(server.url) == 0
     with Load(server.url, threads=4) as load:
         deadline = time.monotonic() + 60
@@ -265,13 +211,56 @@ def test_a_killed_worker_is_replaced_and_its_requests_answered_within_a_second(s
     assert restarts(server.url) == 1
 
 
+# ------------------------------------------------------------------------------- read-only store
+
+
+def test_a_read_only_store_keeps_serving_and_says_why_nothing_can_be_published(
+    server: Any, world: Path, tiny_xlmr_dir: Path, tmp_path: Path, mounts: Any
+) -> None:
+    """The store really read-only (a read-only bind mount of itself, which stops root too), then writable again."""
+    store = AdapterStore(world)
+    before = store.versions("yor_Latn-ner")
+    folder = tmp_path / "next-ner"
+    AdapterFactory(resolve_base_model(str(tiny_xlmr_dir)), seed=9).save_task_adapter("yor_Latn-ner", "ner", folder)
+    body = {"path": str(folder), "language": "yo", "task": "ner", "language_adapter": "yor_Latn-mlm-seq_bn"}
+    admin = {"X-API-Key": (server.cache / "serve" / f"admin-{server.port}.key").read_text().strip()}
+
+    mounts.read_only(world)
+    with Load(server.url, threads=2) as load:
+        listing = httpx.get(f"{server.url}/v1/adapters", headers=admin, timeout=30).json()
+        refused = httpx.post(f"{server.url}/v1/adapters/load", json=body, headers=admin, timeout=60)
+        with pytest.raises(StoreUnwritableError, match=r"cannot be written \(Read-only file system\)"):
+            store.publish(folder, store.get("yor_Latn-ner").model_dump(exclude={"version", "files", "created"}))
+        time.sleep(1.0)
+    print(f"\nread-only store: {len(load.answered(200))} requests answered 200 meanwhile; publish: {refused.text}")
+    assert listing["store"] == {
+        "root": str(world),
+        "writable": False,
+        "problem": f"{world} is on a read-only file system",
+    }
+    assert refused.status_code == 503 and refused.json()["error"] == "store_unwritable", refused.text
+    assert "cannot be written (Read-only file system)" in refused.json()["detail"]
+    assert "keep serving" in refused.json()["hint"]
+    assert load.outcomes and {o.status for o in load.outcomes} == {200}, {
+        (o.status, o.exception) for o in load.outcomes
+    }
+    assert store.versions("yor_Latn-ner") == before
+
+    mounts.writable(world)
+    assert httpx.get(f"{server.url}/v1/adapters", headers=admin, timeout=30).json()["store"]["writable"] is True
+    published = httpx.post(f"{server.url}/v1/adapters/load", json=body, headers=admin, timeout=60)
+    assert published.status_code == 200 and published.json()["published"]["version"] == before[-1] + 1
+    answer = httpx.post(f"{server.url}/v1/ner", json=BODY, timeout=60).json()
+    assert answer["results"][0]["stack"]["task_adapter"]["version"] == before[-1] + 1
+
+
 # -------------------------------------------------------------------------------------- SIGTERM
 
 
 SIGNAL_GRACE_S = 1.0  # how long after SIGTERM a request may still reach a server that has not yet handled it
 
 
-def test_sigterm_during_load_finishes_what_is_in_flight_and_exits_0(server: Served) -> None:
+def test_sigterm_during_load_finishes_what_is_in_flight_and_exits_0(server: Any) -> None:
     """The last test of the module: it stops the server."""
     with Load(server.url, threads=4, fresh_connections=True) as load:
         deadline = time.monotonic() + 60
@@ -313,15 +302,15 @@ def broken_copy(tiny_xlmr_dir: Path, tmp: Path) -> Path:
 
 
 def test_a_worker_that_fails_at_every_start_stops_the_server_non_zero_with_the_reason(
-    tiny_xlmr_dir: Path, world: Path, tmp_path: Path
+    tiny_xlmr_dir: Path, world: Path, tmp_path: Path, launch_server: Callable[..., Any]
 ) -> None:
     base = broken_copy(tiny_xlmr_dir, tmp_path)
     (base / "tokenizer.json").write_text("{ not a tokenizer")  # the main process reads config and weights only
-    served = launch(base, world, tmp_path)
+    served = launch_server(base, world, tmp_path, *FLAGS)
     try:
         code = served.process.wait(timeout=START_S)
     finally:
-        stop(served.process)
+        served.stop()
     output = served.log.read_text(errors="replace")
     assert code == 2, output[-3000:]
     assert "error: inference worker 0 failed to start 3 times in a row:" in output
@@ -330,16 +319,16 @@ def test_a_worker_that_fails_at_every_start_stops_the_server_non_zero_with_the_r
 
 
 def test_a_base_with_truncated_weights_is_refused_before_any_worker_starts(
-    tiny_xlmr_dir: Path, world: Path, tmp_path: Path
+    tiny_xlmr_dir: Path, world: Path, tmp_path: Path, launch_server: Callable[..., Any]
 ) -> None:
     base = broken_copy(tiny_xlmr_dir, tmp_path)
     weights = base / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:2000])
-    served = launch(base, world, tmp_path)
+    served = launch_server(base, world, tmp_path, *FLAGS)
     try:
         code = served.process.wait(timeout=START_S)
     finally:
-        stop(served.process)
+        served.stop()
     output = served.log.read_text(errors="replace")
     assert code == 2, output[-3000:]
     assert "cannot be read" in output and "truncated" in output and "Traceback" not in output

@@ -250,7 +250,9 @@ def test_every_fault_at_load_is_refused_with_its_reason_while_the_previous_versi
     assert refused[f"{v1.id}@v2"].startswith("SafetensorError")
     assert "sha256" in refused[f"{v1.id}@v3"]
     assert "pickle file: never loaded" in refused[f"{v1.id}@v4"]
-    assert "manifest.json is unreadable" in caplog.text and "labels" in caplog.text  # v5, skipped when listed
+    assert "manifest.json is unreadable" in caplog.text and "labels" in caplog.text  # v5, refused when listed
+    assert "labels: Input should be a valid list (got 'positive')" in refused[f"{v1.id}@v5"]
+    assert "metrics: Input should be a valid dictionary (got [1])" in refused[f"{v1.id}@v5"]
     assert f"{v1.id}@v6" not in refused and not engine.router.table.servable(  # v6: listed, never loaded
         next(c for c in engine.router.table.candidates if c.ref.version == 6)
     )

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from langadapt.errors import AdapterNotFoundError, FingerprintMismatchError, StoreError
 from langadapt.models import store as store_module
 from langadapt.models.manifest import Manifest, adapter_id
-from langadapt.models.store import STAGING_DIR, AdapterStore
+from langadapt.models.store import STAGING_DIR, AdapterStore, read_manifest
 
 FP = "sha256:base-fingerprint-1"
 
@@ -452,6 +452,28 @@ def test_manifest_describing_another_folder_is_refused(published: Manifest, stor
         store.get(published.id)
 
 
+def test_a_manifest_with_wrong_types_is_refused_naming_each_field_and_the_store_is_unchanged(
+    published: Manifest, store: AdapterStore, tmp_path: Path
+) -> None:
+    before = tree(store.root)
+    wrong = {**manifest_for(), "labels": "positive", "metrics": [1], "training": {"steps": "ten"}}
+    with pytest.raises(StoreError) as caught:
+        store.publish(write_adapter(tmp_path / "src2"), wrong)
+    message = caught.value.message
+    assert message.startswith("the manifest has invalid fields: labels: Input should be a valid list (got 'positive')")
+    assert "metrics: Input should be a valid dictionary (got [1])" in message
+    assert "training.steps: Input should be a valid integer" in message
+    assert "keep serving" in caught.value.hint
+    assert tree(store.root) == before and store.versions(published.id) == [published.version]
+
+    on_disk = tmp_path / "manifest.json"
+    on_disk.write_text(json.dumps(wrong))
+    with pytest.raises(StoreError, match=r"manifest.json has invalid fields: labels: .*\(got 'positive'\)"):
+        read_manifest(on_disk)
+    on_disk.write_text(json.dumps({**manifest_for(), "files": {"x": "y"}, "version": 7}))
+    assert read_manifest(on_disk).version == 0  # the store sets files and version when it publishes
+
+
 def test_wrong_base_fingerprint_refused(published: Manifest, store: AdapterStore) -> None:
     with pytest.raises(FingerprintMismatchError) as err:
         store.open(published.id, expected_fingerprint="sha256:another-base")
@@ -519,7 +541,7 @@ def test_bad_ids_refused_before_touching_disk(bad_id: str, tmp_path: Path) -> No
     for call in calls:
         with pytest.raises(StoreError, match="invalid adapter id"):
             call()
-    with pytest.raises(StoreError, match="invalid manifest"):
+    with pytest.raises(StoreError, match="the manifest has invalid fields: id: "):
         store.publish(tmp_path, manifest_for(bad_id))
     assert not store.root.exists()
 

@@ -327,9 +327,10 @@ class Router:
 
     @property
     def refused(self) -> dict[AdapterRef, str]:
-        """Adapter versions refused since start (corrupt, mismatched, unloadable), with the reason."""
+        """Adapter versions refused: since start (corrupt, mismatched, unloadable), and unreadable manifests now."""
+        unreadable = self.stores.unreadable()
         with self._lock:
-            return dict(self._refused)
+            return {**unreadable, **self._refused}
 
     def resolve(self, task: str, code: str) -> Route:
         """Resolve against the current table."""

@@ -11,12 +11,14 @@ be the same. Where they are not, it says what changed and how to start again (`-
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from langadapt.errors import LangadaptError
@@ -34,6 +36,7 @@ from langadapt.paths import atomic_write
 __all__ = ["PAUSE_ENV", "RESTART_HINT", "LabelJob"]
 
 PAUSE_ENV = "LANGADAPT_LABEL_PAUSE"  # test hook: seconds to sleep at each commit step (makes kill timing easy)
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})  # a disk that is full or cannot be written
 RESTART_HINT = "rerun with --restart to discard it and label from the start, or write to another -o path"
 
 
@@ -197,20 +200,23 @@ class LabelJob:
             fingerprint = input_fingerprint(o.input)
             o.output.parent.mkdir(parents=True, exist_ok=True)
             partial = Partial(o.output, writer.suffix)
-            partial.lock()
-            try:
-                state = self._checkpoint(partial, job, fingerprint, runner, first)
-                if isinstance(state, dict):
-                    return state
-                partial.drop_uncommitted(state.chunks)
-                resumed_from = state.position.row
-                label_started = time.perf_counter()
-                if not state.done:
-                    self._label(runner, reader, writer, partial, state, lang)
-                summary = self._finish(partial, writer, state, job, fingerprint, resumed_from, started, label_started)
-                return {**summary, **runner.stats}
-            finally:
-                partial.unlock()
+            with _writing(partial):
+                partial.lock()
+                try:
+                    state = self._checkpoint(partial, job, fingerprint, runner, first)
+                    if isinstance(state, dict):
+                        return state
+                    partial.drop_uncommitted(state.chunks)
+                    resumed_from = state.position.row
+                    label_started = time.perf_counter()
+                    if not state.done:
+                        self._label(runner, reader, writer, partial, state, lang)
+                    summary = self._finish(
+                        partial, writer, state, job, fingerprint, resumed_from, started, label_started
+                    )
+                    return {**summary, **runner.stats}
+                finally:
+                    partial.unlock()
         finally:
             runner.close()
 
@@ -336,6 +342,32 @@ class LabelJob:
         _pause()
         partial.remove()
         return summary
+
+
+@contextlib.contextmanager
+def _writing(partial: Partial) -> Iterator[None]:
+    """Turn a full or unwritable disk into an error that says what is kept and that the same command resumes.
+
+    Every file is written through a temporary renamed into place (removed when the write fails), so what is
+    committed stays whole and the next run starts after the last committed chunk.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in DISK_ERRORS:
+            raise
+        where = err.filename if isinstance(err.filename, str) else str(partial.dir)
+        why = "no space left on the device" if err.errno in (errno.ENOSPC, errno.EDQUOT) else err.strerror
+        committed = partial.load()  # what the next run continues from (a failed save left the previous one)
+        if committed is not None and committed.done:
+            kept = f"every row is labelled and kept in {partial.dir}; only the output is missing"
+        else:
+            rows = committed.position.row if committed is not None else 0
+            kept = f"the first {rows} input rows are labelled and kept in {partial.dir}"
+        raise LangadaptError(
+            f"cannot write {where} ({why}): {kept}; nothing half-written was left",
+            "free space (or make it writable) and run the same command again: it continues from there",
+        ) from None
 
 
 def _error_line(row: Row, labels: Labels) -> str | None:

@@ -226,7 +226,7 @@ def words_to_windows(
         if word not in first_token:
             owners.append(None)
             continue
-        owners.append(_owner(windows, first_token[word], total))
+        owners.append(_owner(windows, first_token[word], total, size, step))
     return WordEncoding(windows, owners, spans)
 
 
@@ -248,10 +248,16 @@ def _first_tokens(word_ids: Sequence[int | None], tokens: Sequence[str]) -> dict
     return bare | first  # a word made of boundary pieces only keeps its first one
 
 
-def _owner(windows: Sequence[Window], token: int, total: int) -> tuple[int, int]:
-    """The (window, position) where global token `token` is farthest from a windowing cut (ties: earliest)."""
+def _owner(windows: Sequence[Window], token: int, total: int, size: int, step: int) -> tuple[int, int]:
+    """The (window, position) where global token `token` is farthest from a windowing cut (ties: earliest).
+
+    Window k starts at token k * step and holds at most `size`, so only the few windows around token // step are
+    looked at (scanning them all made a 20,000-character text cost words × windows: 2.4 s of its 2.7 s encode).
+    """
     best: tuple[float, int, int] | None = None
-    for k, window in enumerate(windows):
+    first, last = max(0, (token - size) // step), min(len(windows) - 1, token // step)
+    for k in range(first, last + 1):
+        window = windows[k]
         if not window.token_start <= token < window.token_end:
             continue
         left = token - window.token_start if window.token_start > 0 else math.inf

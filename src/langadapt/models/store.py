@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import reprlib
 import shutil
 import socket
 import stat
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
-from langadapt.errors import AdapterNotFoundError, FingerprintMismatchError, StoreError
+from langadapt.errors import AdapterNotFoundError, FingerprintMismatchError, StoreError, StoreUnwritableError
 from langadapt.models.kinds import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -70,6 +71,10 @@ ADAPTERS_LIB_FILES = {  # safetensors file -> the pickle the `adapters` library 
     HEAD_WEIGHTS: "pytorch_model_head.bin",
 }
 
+MANIFEST_HINT = (
+    "fix the fields named above (`langadapt adapters show <id>` prints a valid manifest); "
+    "nothing was published and the versions already in the store keep serving"
+)
 VERSION_NAME = re.compile(r"^[1-9][0-9]*$")
 STALE_STAGING_S = 24 * 3600.0
 LOCK_TIMEOUT_S = 120.0
@@ -268,6 +273,26 @@ class AdapterStore:
 
         return load_file(folder / name)
 
+    def write_problem(self) -> str | None:
+        """Why nothing can be published into the store now (read-only, no permission, full), or None.
+
+        Looks at the nearest existing folder of the root; a store that cannot be written still serves what it has.
+        """
+        folder = self.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            info = os.statvfs(folder)
+        except OSError as err:
+            return f"{folder} cannot be examined ({err.strerror})"
+        if info.f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only file system"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{folder} is not writable by this user"
+        if info.f_bavail == 0 or (info.f_favail == 0 and info.f_files > 0):
+            return f"no space left on the device of {folder}"
+        return None
+
     def generation(self) -> int:
         """The store's generation counter: 0 for a new store, +1 on every publish and remove."""
         path = self.root / GENERATION_FILE
@@ -400,12 +425,14 @@ class AdapterStore:
         if path.is_symlink():
             raise StoreError(f"{path} is a symlink", hint=hint)
         try:
-            meta = Manifest.model_validate_json(path.read_bytes())
+            meta = Manifest.model_validate(json.loads(path.read_bytes()))  # messages as `read_manifest` gives
         except FileNotFoundError:
             if not path.parent.exists():
                 raise self._no_version(id, version, self.versions(id)) from None
             raise StoreError(f"{path} is missing", hint=hint) from None
-        except (OSError, ValidationError) as err:
+        except ValidationError as err:
+            raise StoreError(f"{path} is unreadable: {manifest_problems(err)}", hint=hint) from None
+        except (OSError, ValueError) as err:  # unreadable, not UTF-8, not JSON
             raise StoreError(f"{path} is unreadable: {_one_line(err)}", hint=hint) from None
         if meta.id != id or meta.version != version:
             raise StoreError(f"{path} describes {meta.id} v{meta.version}, not {id} v{version}", hint=hint)
@@ -470,7 +497,7 @@ class AdapterStore:
             where = Path(err.filename) if isinstance(err.filename, str) else None
             if err.errno not in UNWRITABLE or where is None or not where.is_relative_to(self.root):
                 raise
-            raise StoreError(
+            raise StoreUnwritableError(
                 f"the adapter store {self.root} cannot be written ({err.strerror})",
                 hint="the versions already published keep serving; make the store writable (or free space) "
                 "and publish again",
@@ -546,13 +573,41 @@ def _is_valid_id(name: str) -> bool:
     return True
 
 
-def _coerce_manifest(manifest: Manifest | dict[str, Any]) -> Manifest:
-    """A validated copy of the caller's manifest; validation errors become StoreError."""
+def manifest_problems(err: ValidationError) -> str:
+    """Every field a manifest has wrong, on one line: `labels: Input should be a valid list (got 'positive')`."""
+    problems = []
+    for error in err.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "manifest"
+        given = "" if error["type"] == "missing" else f" (got {reprlib.repr(error.get('input'))})"
+        problems.append(f"{where}: {error['msg']}{given}")
+    return "; ".join(problems)
+
+
+def read_manifest(source: Path | dict[str, Any]) -> Manifest:
+    """A manifest from a `manifest.json` file or its parsed JSON, checked; anything wrong is a StoreError naming it.
+
+    `files` and `version` are left out: the store sets them when it publishes.
+    """
+    where = f"{source}" if isinstance(source, Path) else "the manifest"
+    if isinstance(source, Path):
+        try:
+            data = json.loads(source.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise StoreError(f"{where} cannot be read as JSON: {_one_line(err)}", hint=MANIFEST_HINT) from None
+    else:
+        data = source
+    if not isinstance(data, dict):
+        raise StoreError(f"{where} holds {type(data).__name__}, not a JSON object", hint=MANIFEST_HINT)
+    return _coerce_manifest({k: v for k, v in data.items() if k not in ("files", "version")}, where)
+
+
+def _coerce_manifest(manifest: Manifest | dict[str, Any], where: str = "the manifest") -> Manifest:
+    """A validated copy of the caller's manifest; validation errors become StoreError naming every bad field."""
     try:
         data = manifest.model_dump() if isinstance(manifest, Manifest) else dict(manifest)
         return Manifest.model_validate(data)
     except ValidationError as err:
-        raise StoreError(f"invalid manifest: {_one_line(err)}", hint="fix the fields named above") from None
+        raise StoreError(f"{where} has invalid fields: {manifest_problems(err)}", hint=MANIFEST_HINT) from None
 
 
 def _with(meta: Manifest, **changes: Any) -> Manifest:

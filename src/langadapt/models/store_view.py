@@ -128,6 +128,11 @@ class StoreIndex:
         self.source = source
         self._versions: dict[str, tuple[int, list[int]]] = {}
         self._manifests: dict[tuple[str, int], Manifest | None] = {}
+        self._unreadable: dict[tuple[str, int], str] = {}
+
+    def unreadable(self) -> dict[AdapterRef, str]:
+        """Versions whose manifest cannot be read (malformed, wrong types), with the reason, as last listed."""
+        return {AdapterRef(ident, version, self.source): why for (ident, version), why in self._unreadable.items()}
 
     def candidates(self) -> list[Candidate]:
         """Every readable version of every id, sorted by id then version."""
@@ -160,13 +165,15 @@ class StoreIndex:
                     found.append(Candidate(AdapterRef(ident, version, self.source), manifest))
         for stale in set(self._manifests) - live:
             del self._manifests[stale]
+            self._unreadable.pop(stale, None)
         return found
 
     def _read(self, ident: str, version: int) -> Manifest | None:
         try:
             return self.store.get(ident, version)
         except StoreError as err:
-            log.warning("skipping unreadable adapter %s v%d: %s", ident, version, err)
+            log.warning("refusing adapter %s v%d: %s", ident, version, err)
+            self._unreadable[(ident, version)] = err.message
             return None
 
 
@@ -190,6 +197,7 @@ class LayeredStore:
         self.writable = writable
         self.defaults = defaults
         self._writable_index = StoreIndex(writable, STORE)
+        self._default_index = StoreIndex(defaults, DEFAULTS) if defaults is not None else None
         self._default_candidates: list[Candidate] | None = None
         self._lock = threading.Lock()
 
@@ -237,8 +245,16 @@ class LayeredStore:
         with self._lock:
             own = self._writable_index.candidates()
             if self._default_candidates is None:
-                self._default_candidates = StoreIndex(self.defaults, DEFAULTS).candidates() if self.defaults else []
+                self._default_candidates = self._default_index.candidates() if self._default_index else []
             return own, self._default_candidates
+
+    def unreadable(self) -> dict[AdapterRef, str]:
+        """Versions of either layer whose manifest cannot be read, with the reason (as of the last listing)."""
+        with self._lock:
+            found = self._writable_index.unreadable()
+            if self._default_index is not None:
+                found.update(self._default_index.unreadable())
+            return found
 
     # ------------------------------------------------------------- reads and writes by name, like AdapterStore
 

@@ -30,15 +30,15 @@ from fastapi.responses import JSONResponse, Response
 from litserve.server import RegularRequestHandler
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from langadapt.errors import LangadaptError, LanguageCodeError
+from langadapt.errors import LangadaptError, LanguageCodeError, StoreUnwritableError
 from langadapt.inference.errors import ServeError, error_body
 from langadapt.inference.routing import RouteTable
 from langadapt.models.base import BaseModelInfo, resolve_base_model
-from langadapt.models.kinds import LANGUAGE_TASK, LID_TASK, TAGGING, TASK_HEAD_TYPES
+from langadapt.models.kinds import ADAPTER_CONFIG, LANGUAGE_TASK, LID_TASK, TAGGING, TASK_HEAD_TYPES
 from langadapt.models.language import canonical_language
 from langadapt.models.manifest import Manifest
 from langadapt.models.manifest import adapter_id as conventional_id
-from langadapt.models.store import MANIFEST_FILE, AdapterStore
+from langadapt.models.store import MANIFEST_FILE, AdapterStore, read_manifest
 from langadapt.models.store_view import AdapterRef, LayeredStore, store_view
 from langadapt.serve.api import POOL, InferenceAPI, TaskCall
 from langadapt.serve.auth import AllowedHosts, ApiKeys
@@ -55,6 +55,7 @@ from langadapt.serve.schemas import (
     LabelRequest,
     LoadRequest,
     NerResponse,
+    StoreState,
     WorkerView,
 )
 from langadapt.serve.settings import ServerSettings
@@ -88,6 +89,11 @@ def build_server(settings: ServerSettings, keys: ApiKeys | None = None) -> ls.Li
     in_flight = InFlight(mp.Value("i", 0))
     info = resolve_base_model(settings.base)
     stores = store_view(settings.store, settings.defaults)
+    problem = stores.writable.write_problem()
+    if problem:
+        log.warning(
+            "the adapter store cannot be written (%s): serving what it holds; publishing fails until it can", problem
+        )
     holder: dict[str, SupervisedServer] = {}
     gateway_options = {
         "keys": keys or ApiKeys(),
@@ -292,10 +298,12 @@ def add_routes(
             }
             for c in table.candidates
         ]
+        problem = stores.writable.write_problem()
         return AdaptersResponse(
             available=available,
             pinned=list(channel.read().pins),
             workers=[_worker_view(r) for r in channel.reports()],
+            store=StoreState(root=str(stores.writable.root), writable=problem is None, problem=problem),
         )
 
     @app.post("/v1/adapters/load", tags=["admin"], response_model=AdminResult, responses=errors)
@@ -418,8 +426,15 @@ def _publish(store: AdapterStore, body: LoadRequest, info: BaseModelInfo) -> Man
     """Publish a server-side folder (unless its files equal the latest version's); StoreError becomes 422."""
     folder = Path(str(body.path)).expanduser()
     try:
+        if not (folder / MANIFEST_FILE).is_file() and not (folder / ADAPTER_CONFIG).is_file():
+            raise ServeError(  # before anything walks it: `"path": "/"` must not list the whole file system
+                422,
+                "invalid_adapter_folder",
+                f"{folder} holds neither a manifest.json nor an adapter_config.json",
+                "point at a folder written by save_adapter(..., use_safetensors=True), or one with a manifest.json",
+            )
         if (folder / MANIFEST_FILE).is_file() and body.task is None:
-            manifest = Manifest.model_validate_json((folder / MANIFEST_FILE).read_bytes())
+            manifest = read_manifest(folder / MANIFEST_FILE)
             same = _same_as_latest(store, manifest.id, folder)
             return same or store.publish(folder, manifest)
         if body.task is None or body.language is None:
@@ -459,6 +474,8 @@ def _publish(store: AdapterStore, body: LoadRequest, info: BaseModelInfo) -> Man
         )
     except ServeError:
         raise
+    except StoreUnwritableError as err:
+        raise ServeError(503, "store_unwritable", err.message, err.hint) from None
     except LanguageCodeError as err:
         raise ServeError(422, "invalid_request", err.message, err.hint) from None
     except LangadaptError as err:
@@ -475,7 +492,13 @@ def _same_as_latest(store: AdapterStore, adapter_id: str, folder: Path) -> Manif
     if not versions:
         return None
     latest = store.get(adapter_id, versions[-1])
-    files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE}
+    files: dict[str, Path] = {}
+    for path in folder.rglob("*"):
+        if path.is_file() and path.name != MANIFEST_FILE:
+            rel = path.relative_to(folder).as_posix()
+            if rel not in latest.files:
+                return None  # stop at the first file the latest version lacks, however large the folder
+            files[rel] = path
     if set(files) != set(latest.files):
         return None
     for rel, path in files.items():

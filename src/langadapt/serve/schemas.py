@@ -309,12 +309,21 @@ class WorkerView(BaseModel):
     )
 
 
+class StoreState(BaseModel):
+    """The writable store: where it is, and why nothing can be published into it now, if so."""
+
+    root: str
+    writable: bool = Field(description="false when publishing would fail; what the store holds still serves")
+    problem: str | None = Field(default=None, description="why it cannot be written: read-only, permission, full")
+
+
 class AdaptersResponse(BaseModel):
     """Adapters the store offers and what each worker has loaded."""
 
     available: list[dict[str, Any]]
     pinned: list[str]
     workers: list[WorkerView]
+    store: StoreState
 
 
 class AdminResult(BaseModel):
