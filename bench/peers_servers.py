@@ -1,7 +1,7 @@
 """The peers of bench/peers.py behind one minimal HTTP layer: FastAPI on uvicorn, one process, one event loop.
 
-    python bench/peers_servers.py adapters --port P --store DIR --stacks FILE [--threads N]
-    python bench/peers_servers.py pipeline --port P --store DIR --stacks FILE [--threads N]
+    python bench/peers_servers.py adapters-paper --port P --store DIR --stacks FILE [--threads N]
+    python bench/peers_servers.py pipeline-per-stack --port P --store DIR --stacks FILE [--threads N]
 
 Both answer `POST /v1/{task}` with `{"lang": code, "texts": [...]}` as `{"task": task, "results": [...]}`
 (classification: label and score per text; NER: one label per token, no span decoding: less work than
@@ -9,11 +9,11 @@ langadapt's decoding, so in the peers' favour) and `GET /ready`. The stacks are 
 langadapt server serves (`store_view(--store)`: the packaged defaults under the given store), listed in
 `--stacks` (JSON `[[task, language], ...]`), all loaded at start-up.
 
-- `adapters`: the seed paper's way. One `AutoAdapterModel` with every adapter loaded; requests gathered for
+- `adapters-paper`: the seed paper's way. One `AutoAdapterModel` with every adapter loaded; requests gathered for
   up to `batch_timeout` (or `max_batch_size` requests, langadapt's own defaults), grouped by stack, and
   each group run as `Stack(language, task)` set active then batched forwards of up to 16 texts, on one
   inference thread.
-- `pipeline`: what a newcomer writes. A transformers `pipeline` per stack (token- or text-classification)
+- `pipeline-per-stack`: what a newcomer writes. A transformers `pipeline` per stack (token- or text-classification)
   over that one model, called per request (the pipeline's default batch size 1) with the stack set active
   under a lock, on one inference thread. The pipelines share the model's weights (a pipeline per stack with
   its own model copy would need a base per stack: 470 MB each in fp32 here).
@@ -148,7 +148,11 @@ class NewcomerPipelines:
 
         hf_logging.set_verbosity(hf_logging.CRITICAL)  # "BertAdapterModel is not supported for ...": it works
         self.model, self.names = model, names
-        kinds = {"ner": "token-classification", "sentiment": "text-classification", "topic": "text-classification"}
+        kinds: dict[str, Any] = {
+            "ner": "token-classification",
+            "sentiment": "text-classification",
+            "topic": "text-classification",
+        }
         self.pipelines = {key: pipeline(kinds[key[0]], model=model, tokenizer=tokenizer) for key in names}
         self.lock = threading.Lock()
         self.executor = ThreadPoolExecutor(1)
@@ -171,7 +175,9 @@ def build_app(system: str, store: str, stacks: list[tuple[str, str]]) -> Any:
 
     model, tokenizer, names = load_stacks(store, stacks)
     runner: PaperBatcher | NewcomerPipelines = (
-        PaperBatcher(model, tokenizer, names) if system == "adapters" else NewcomerPipelines(model, tokenizer, names)
+        PaperBatcher(model, tokenizer, names)
+        if system == "adapters-paper"
+        else NewcomerPipelines(model, tokenizer, names)
     )
 
     @contextlib.asynccontextmanager
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("system", choices=["adapters", "pipeline"])
+    parser.add_argument("system", choices=["adapters-paper", "pipeline-per-stack"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--store", required=True)
     parser.add_argument("--stacks", type=Path, required=True, help="JSON [[task, language], ...]")
