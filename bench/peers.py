@@ -10,6 +10,9 @@ Systems, each its own process tree on a free loopback port, all up during a stre
   requests grouped by stack, `Stack` set active, batched forwards), and
 - `pipeline-per-stack`: a transformers `pipeline` per stack (what a newcomer writes), both behind the same
   minimal HTTP layer, FastAPI on uvicorn in one process (bench/peers_servers.py); torch uses every core.
+- `langadapt-onnx-swappable` (mixed stream only; `--no-swappable` leaves it out): `langadapt serve --backend
+  onnx-swappable` after `langadapt export swappable` into the stream's store. Another langadapt backend, not a
+  peer.
 
 Streams, each with its own servers (started one after another: start-up time is time to /ready):
 - `mixed`: ner/sentiment/topic requests interleaved over the five default languages, one or two real SIB-200
@@ -24,8 +27,9 @@ langadapt the padded/real token ratio of its engine passes (`langadapt_padded_to
 `langadapt_batch_tokens_sum` in /metrics). `ratio_vs_best_peer` is langadapt's throughput over the best
 peer's at 8 clients on the same stream, same run.
 
-Not measured here (issue 13 asks for them too): `--backend onnx-swappable`, one ONNX Runtime session per
-stack and optimum `ORTModelFor...` peers.
+Not measured here (issue 13 asks for them too): one ONNX Runtime session per stack (`langadapt export fused`
+per stack: 14-75 s each here, too long for --quick) and optimum `ORTModelFor...` peers; the swappable backend
+on the long tail.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +68,7 @@ from serve import build_store, free_port
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DEFAULT = "langadapt"
+SWAPPABLE = "langadapt-onnx-swappable"  # a langadapt backend, not a peer: `--backend onnx-swappable`
 PEERS = {
     "adapters-paper": "adapters 1.3 the seed paper's way: one AutoAdapterModel, all adapters loaded, requests "
     "gathered (langadapt's max_batch_size/batch_timeout), grouped by stack, Stack set active, forwards of <= 16 "
@@ -72,6 +78,7 @@ PEERS = {
     "process, one inference thread, torch threads = cores",
 }
 SYSTEMS = (DEFAULT, *PEERS)
+SWAPPABLE_FLAGS = ["--backend", "onnx-swappable"]
 GOALS = {"mixed": 1.5, "longtail": 1.2, "padded_per_real": 1.3}
 
 
@@ -98,8 +105,9 @@ def system_command(
     system: str, port: int, store: Path, runtime: Path, stacks: Path
 ) -> tuple[list[str], dict[str, str]]:
     """How each system is started: langadapt as `make serve` starts it, the peers by bench/peers_servers.py."""
-    if system == DEFAULT:
-        return server_command("new", port, store, runtime)
+    if system in (DEFAULT, SWAPPABLE):
+        command, env = server_command("new", port, store, runtime)
+        return command + (SWAPPABLE_FLAGS if system == SWAPPABLE else []), env
     script = Path(__file__).with_name("peers_servers.py")
     command = [sys.executable, str(script), system, "--port", str(port), "--store", str(store), "--stacks", str(stacks)]
     return command, dict(os.environ)
@@ -120,8 +128,22 @@ def token_counts(url: str) -> dict[str, float]:
     return out
 
 
+def export_swappable(store: Path) -> float:
+    """`langadapt export swappable` into the store (one graph for the base, checked before publishing); seconds."""
+    script = Path(sys.executable).parent / "langadapt"
+    command = [str(script), "export", "swappable"] if script.exists() else [sys.executable, "-m", "langadapt.cli"]
+    started = time.perf_counter()
+    done = subprocess.run([*command, "--store", str(store)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"langadapt export swappable failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    seconds = time.perf_counter() - started
+    log(f"langadapt export swappable: {seconds:.0f} s")
+    return seconds
+
+
 def run_stream(
     name: str,
+    systems_here: tuple[str, ...],
     store: Path,
     stacks: list[tuple[str, str]],
     rounds: list[list[tuple[str, str, list[str]]]],
@@ -138,7 +160,7 @@ def run_stream(
     pids: dict[str, int] = {}
     systems: dict[str, dict[str, Any]] = {}
     with contextlib.ExitStack() as servers:
-        for system in SYSTEMS:
+        for system in systems_here:
             folder = Path(tempfile.mkdtemp(prefix=f"{name}-{system}-", dir=tmp))
             port = free_port()
             command, env = system_command(system, port, store, folder / "runtime", stacks_file)
@@ -152,7 +174,7 @@ def run_stream(
                 raise RuntimeError(f"{name}: {system} failed its warm-up: {warmed['failures']}")
         before = token_counts(urls[DEFAULT])
         for r, requests in enumerate(rounds):
-            order = SYSTEMS[r % len(SYSTEMS) :] + SYSTEMS[: r % len(SYSTEMS)]
+            order = systems_here[r % len(systems_here) :] + systems_here[: r % len(systems_here)]
             for clients in levels:
                 for system in order:
                     row = load_round(urls[system], requests, clients, cap)
@@ -213,18 +235,20 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(unit)
         ax.set_title(title)
         ax.legend(fontsize=8)
-    names = list(SYSTEMS)
-    x = np.arange(len(names))
     tail = results["streams"]["longtail"]
     at = str(tail["ratio_vs_best_peer"]["clients"])
-    axes[2].bar(x, [tail["systems"][n]["levels"][at]["rps"] for n in names], color=["C0", "C1", "C2"])
-    axes[2].set_xticks(x, names, fontsize=8)
+    names = list(tail["systems"])
+    x = np.arange(len(names))
+    axes[2].bar(x, [tail["systems"][n]["levels"][at]["rps"] for n in names], color=[f"C{i}" for i in range(len(names))])
+    axes[2].set_xticks(x, [n.replace("-", "-\n", 1) for n in names], fontsize=8)
     axes[2].set_ylabel("requests / s")
     axes[2].set_title(f"Long tail ({tail['stacks']} stacks), {at} clients")
+    names = list(mixed)
+    x = np.arange(len(names))
     width = 0.38
     axes[3].bar(x - width / 2, [mixed[n]["memory"]["pss_bytes"] / 2**30 for n in names], width, label="PSS (GiB)")
     axes[3].bar(x + width / 2, [mixed[n]["startup_s"] / 10 for n in names], width, label="start-up (10 s)")
-    axes[3].set_xticks(x, names, fontsize=8)
+    axes[3].set_xticks(x, [n.replace("-", "-\n", 1) for n in names], fontsize=8)
     axes[3].set_title("Mixed stream: memory and start-up")
     axes[3].legend(fontsize=8)
     quick = " (--quick)" if results["config"]["quick"] else ""
@@ -245,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--longtail-clients", default="8,32")
     parser.add_argument("--longtail-stacks", type=int, default=102, help="at least 100 (3 tasks per language)")
     parser.add_argument("--cap", type=float, default=60.0, help="seconds a round may take per system and level")
+    parser.add_argument(
+        "--no-swappable", action="store_true", help="leave out langadapt --backend onnx-swappable (mixed stream)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results (--quick: a temp folder)")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 40 requests, 1 and 8 clients; long tail 8")
     args = parser.parse_args(argv)
@@ -265,14 +292,23 @@ def main(argv: list[str] | None = None) -> int:
         stacks = [(task, language) for language in LANGUAGES for task in TASKS]
         rounds = [mixed_requests(texts, args.requests)] * args.rounds
         warm = [(task, language, texts[language][:1]) for task, language in stacks]  # the 15 stacks hot
-        streams["mixed"] = run_stream("mixed", mixed_store, stacks, rounds, warm, mixed_levels, args.cap, tmp)
+        mixed_systems = SYSTEMS
+        export_seconds = None
+        if not args.no_swappable:
+            export_seconds = export_swappable(mixed_store)
+            mixed_systems = (DEFAULT, SWAPPABLE, *PEERS)
+        streams["mixed"] = run_stream(
+            "mixed", mixed_systems, mixed_store, stacks, rounds, warm, mixed_levels, args.cap, tmp
+        )
+        streams["mixed"]["swappable_export_s"] = export_seconds
         setup = build_store("embedded", tmp / "longtail", args.longtail_stacks, log)
         stacks = [(task, language) for language in setup["languages"] for task in TASKS]
-        # Each round a different slice of the shuffled order, the same slice for every system.
-        rounds = [longtail_requests(texts, stacks, args.requests, seed=r) for r in range(args.rounds)]
+        # Each round its own shuffled order, the same for every system.
+        count = max(args.requests, len(stacks))  # every stack at least once a round
+        rounds = [longtail_requests(texts, stacks, count, seed=r) for r in range(args.rounds)]
         warm = longtail_requests(texts, stacks, 6, seed=99)  # HTTP paths warm; most stacks stay cold for langadapt
         streams["longtail"] = run_stream(
-            "longtail", Path(setup["store"]), stacks, rounds, warm, tail_levels, args.cap, tmp
+            "longtail", SYSTEMS, Path(setup["store"]), stacks, rounds, warm, tail_levels, args.cap, tmp
         )
     mixed, tail = streams["mixed"], streams["longtail"]
     padded = mixed["langadapt_tokens"]["padded_per_real"]
@@ -292,8 +328,10 @@ def main(argv: list[str] | None = None) -> int:
             "--port <free> --store <stream's store> --runtime-dir <tmp>",
             "http_layer_of_peers": "FastAPI on uvicorn, one process (bench/peers_servers.py)",
             "memory": "PSS/RSS summed over each system's process tree after the rounds, every system of the stream up",
+            "swappable_arm": "langadapt serve --backend onnx-swappable on the mixed stream only, after `langadapt "
+            "export swappable` into its store (not a peer: ratio_vs_best_peer compares the default with the peers)",
             "not_measured": [
-                "langadapt --backend onnx-swappable",
+                "langadapt --backend onnx-swappable on the long tail",
                 "one ONNX Runtime session per stack (langadapt export fused)",
                 "optimum ORTModelForTokenClassification / ORTModelForSequenceClassification",
             ],
