@@ -79,6 +79,7 @@ PEERS = {
 }
 SYSTEMS = (DEFAULT, *PEERS)
 SWAPPABLE_FLAGS = ["--backend", "onnx-swappable"]
+COLOURS = {DEFAULT: "C0", SWAPPABLE: "C1", "adapters-paper": "C2", "pipeline-per-stack": "C3"}  # one per system
 GOALS = {"mixed": 1.5, "longtail": 1.2, "padded_per_real": 1.3}
 
 
@@ -227,8 +228,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     mixed = results["streams"]["mixed"]["systems"]
     for system, figures in mixed.items():
         levels = sorted(int(c) for c in figures["levels"])
-        axes[0].plot(levels, [figures["levels"][str(c)]["rps"] for c in levels], "o-", label=system)
-        axes[1].plot(levels, [figures["levels"][str(c)]["p99_ms"] for c in levels], "s-", label=system)
+        colour = COLOURS[system]
+        axes[0].plot(levels, [figures["levels"][str(c)]["rps"] for c in levels], "o-", c=colour, label=system)
+        axes[1].plot(levels, [figures["levels"][str(c)]["p99_ms"] for c in levels], "s-", c=colour, label=system)
     for ax, title, unit in ((axes[0], "Mixed stream: throughput", "requests / s"), (axes[1], "Mixed: p99", "ms")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clients")
@@ -239,15 +241,20 @@ def plot(results: dict[str, Any], path: Path) -> None:
     at = str(tail["ratio_vs_best_peer"]["clients"])
     names = list(tail["systems"])
     x = np.arange(len(names))
-    axes[2].bar(x, [tail["systems"][n]["levels"][at]["rps"] for n in names], color=[f"C{i}" for i in range(len(names))])
+    axes[2].bar(x, [tail["systems"][n]["levels"][at]["rps"] for n in names], color=[COLOURS[n] for n in names])
     axes[2].set_xticks(x, [n.replace("-", "-\n", 1) for n in names], fontsize=8)
     axes[2].set_ylabel("requests / s")
     axes[2].set_title(f"Long tail ({tail['stacks']} stacks), {at} clients")
     names = list(mixed)
     x = np.arange(len(names))
     width = 0.38
-    axes[3].bar(x - width / 2, [mixed[n]["memory"]["pss_bytes"] / 2**30 for n in names], width, label="PSS (GiB)")
-    axes[3].bar(x + width / 2, [mixed[n]["startup_s"] / 10 for n in names], width, label="start-up (10 s)")
+    colours = [COLOURS[n] for n in names]
+    pss = [mixed[n]["memory"]["pss_bytes"] / 2**30 for n in names]
+    axes[3].bar(x - width / 2, pss, width, color=colours, label="PSS (GiB)")
+    axes[3].bar(
+        x + width / 2, [mixed[n]["startup_s"] / 10 for n in names], width, color=colours, alpha=0.45, hatch="//"
+    )
+    axes[3].bar([], [], color="gray", alpha=0.45, hatch="//", label="start-up (10 s)")
     axes[3].set_xticks(x, [n.replace("-", "-\n", 1) for n in names], fontsize=8)
     axes[3].set_title("Mixed stream: memory and start-up")
     axes[3].legend(fontsize=8)
