@@ -17,6 +17,9 @@ langadapt server serves (`store_view(--store)`: the packaged defaults under the 
   over that one model, called per request (the pipeline's default batch size 1) with the stack set active
   under a lock, on one inference thread. The pipelines share the model's weights (a pipeline per stack with
   its own model copy would need a base per stack: 470 MB each in fp32 here).
+- `ort-per-stack`: what a Triton model repository does: one ONNX Runtime session per stack on the fused graph
+  `langadapt export fused` made for it (`--artifacts`), requests gathered and batched per stack as
+  `adapters-paper` does; the process imports no torch.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -32,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 from pydantic import BaseModel
 
 PAPER_BATCH = 16  # texts per forward, as the seed paper's evaluation batches
@@ -112,6 +116,7 @@ class PaperBatcher:
                 taken[key] += len(texts)
 
     def run_groups(self, groups: dict[tuple[str, str], list[str]]) -> dict[tuple[str, str], list[Any]]:
+        import torch
         from adapters.composition import Stack
 
         out: dict[tuple[str, str], list[Any]] = {}
@@ -127,16 +132,44 @@ class PaperBatcher:
                 )
                 with torch.inference_mode():
                     logits = self.model(**batch).logits
-                scores, best = logits.softmax(-1).max(-1)
-                if key[0] == "ner":
-                    for row, mask in zip(best.tolist(), batch["attention_mask"].tolist(), strict=True):
-                        rows.append({"tags": [labels[t] for t, m in zip(row, mask, strict=True) if m]})
-                else:
-                    rows.extend(
-                        {"label": labels[b], "score": s} for b, s in zip(best.tolist(), scores.tolist(), strict=True)
-                    )
+                rows.extend(decode(key[0], labels, logits.numpy(), batch["attention_mask"].numpy()))
             out[key] = rows
         return out
+
+
+class OrtPerStack(PaperBatcher):
+    """One ONNX Runtime session per stack (a fused graph each: N copies of the base), requests batched per stack."""
+
+    def __init__(self, tokenizer: Any, runtimes: dict[tuple[str, str], Any]) -> None:
+        super().__init__(None, tokenizer, {})
+        self.runtimes = runtimes
+
+    def run_groups(self, groups: dict[tuple[str, str], list[str]]) -> dict[tuple[str, str], list[Any]]:
+        out: dict[tuple[str, str], list[Any]] = {}
+        for key, texts in groups.items():
+            runtime = self.runtimes[key]
+            rows: list[Any] = []
+            for i in range(0, len(texts), PAPER_BATCH):
+                batch = self.tokenizer(
+                    texts[i : i + PAPER_BATCH], padding=True, truncation=True, max_length=512, return_tensors="np"
+                )
+                logits = runtime.run(batch["input_ids"], batch["attention_mask"])
+                rows.extend(decode(key[0], dict(enumerate(runtime.labels)), logits, batch["attention_mask"]))
+            out[key] = rows
+        return out
+
+
+def decode(task: str, labels: dict[int, str], logits: np.ndarray, mask: np.ndarray) -> list[dict[str, Any]]:
+    """Argmax label and score per text (classification) or a label per real token (NER; no span decoding)."""
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    probs = shifted / shifted.sum(-1, keepdims=True)
+    best, scores = probs.argmax(-1), probs.max(-1)
+    if task == "ner":
+        return [
+            {"tags": [labels[int(t)] for t, m in zip(row, row_mask, strict=True) if m]}
+            for row, row_mask in zip(best, mask, strict=True)
+        ]
+    return [{"label": labels[int(b)], "score": float(p)} for b, p in zip(best, scores, strict=True)]
 
 
 class NewcomerPipelines:
@@ -170,15 +203,24 @@ class NewcomerPipelines:
         return json.loads(json.dumps(found, default=float))  # numpy scores to floats
 
 
-def build_app(system: str, store: str, stacks: list[tuple[str, str]]) -> Any:
+def build_app(system: str, store: str, stacks: list[tuple[str, str]], artifacts: dict[tuple[str, str], str]) -> Any:
     from fastapi import FastAPI, HTTPException
 
-    model, tokenizer, names = load_stacks(store, stacks)
-    runner: PaperBatcher | NewcomerPipelines = (
-        PaperBatcher(model, tokenizer, names)
-        if system == "adapters-paper"
-        else NewcomerPipelines(model, tokenizer, names)
-    )
+    runner: PaperBatcher | NewcomerPipelines
+    if system == "ort-per-stack":  # no torch model in this process: only the sessions and a tokenizer
+        from langadapt.export.runtime import FusedRuntime
+        from langadapt.models.base import load_tokenizer, resolve_base_model
+
+        runtimes = {key: FusedRuntime(artifacts[key], device="cpu", threads=os.cpu_count()) for key in stacks}
+        runner = OrtPerStack(load_tokenizer(resolve_base_model("embedded")), runtimes)
+        names: Any = runtimes
+    else:
+        model, tokenizer, names = load_stacks(store, stacks)
+        runner = (
+            PaperBatcher(model, tokenizer, names)
+            if system == "adapters-paper"
+            else NewcomerPipelines(model, tokenizer, names)
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
@@ -207,16 +249,20 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("system", choices=["adapters-paper", "pipeline-per-stack"])
+    parser.add_argument("system", choices=["adapters-paper", "pipeline-per-stack", "ort-per-stack"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--store", required=True)
     parser.add_argument("--stacks", type=Path, required=True, help="JSON [[task, language], ...]")
+    parser.add_argument("--artifacts", type=Path, help="ort-per-stack: JSON [[task, language, fused artifact dir]]")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
     args = parser.parse_args(argv)
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
     stacks = [(task, language) for task, language in json.loads(args.stacks.read_text())]
-    app = build_app(args.system, args.store, stacks)
+    artifacts = {(t, lang): d for t, lang, d in json.loads(args.artifacts.read_text())} if args.artifacts else {}
+    app = build_app(args.system, args.store, stacks, artifacts)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
     return 0
 
