@@ -207,13 +207,24 @@ def server_command(layout: str, port: int, store: Path, runtime: Path) -> tuple[
 @contextlib.contextmanager
 def running_server(layout: str, tmp: Path) -> Iterator[tuple[str, int]]:
     """Start a layout's server on a free port, wait for /ready; stop its whole session on exit. Yields (url, pid)."""
-    import httpx
-
     folder = Path(tempfile.mkdtemp(prefix=f"{layout}-", dir=tmp))
     (folder / "store").mkdir()
     port = free_port()
     command, env = server_command(layout, port, folder / "store", folder / "runtime")
-    server_log = folder / "server.log"
+    with serving(layout, command, env, port, folder / "server.log") as (url, pid, _):
+        yield url, pid
+
+
+@contextlib.contextmanager
+def serving(
+    name: str, command: list[str], env: dict[str, str], port: int, server_log: Path
+) -> Iterator[tuple[str, int, float]]:
+    """Start a server in its own session, wait for its /ready; stop the whole session on exit.
+
+    Yields (url, pid, seconds from start to ready).
+    """
+    import httpx
+
     with server_log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -221,15 +232,16 @@ def running_server(layout: str, tmp: Path) -> Iterator[tuple[str, int]]:
         started = time.monotonic()
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"{layout} server exited:\n{server_log.read_text()[-3000:]}")
+                raise RuntimeError(f"{name} server exited:\n{server_log.read_text()[-3000:]}")
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
                     break
             if time.monotonic() - started > 600:
-                raise RuntimeError(f"{layout} server not ready in 600 s")
+                raise RuntimeError(f"{name} server not ready in 600 s")
             time.sleep(0.5)
-        log(f"{layout} server ready in {time.monotonic() - started:.1f} s on port {port}")
-        yield url, process.pid
+        ready = time.monotonic() - started
+        log(f"{name} server ready in {ready:.1f} s on port {port}")
+        yield url, process.pid, ready
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)

@@ -30,7 +30,7 @@ from litserve.transport.base import MessageTransport
 from litserve.utils import LitAPIStatus, LoopResponseType
 
 from langadapt.inference.auto import AutoBatch, AutoOutcome
-from langadapt.inference.engine import BatchStats, Engine, EngineHooks, Job, TextResult
+from langadapt.inference.engine import Engine, EngineHooks, Job, TextResult
 from langadapt.inference.errors import ServeError
 from langadapt.inference.language_id import is_auto
 from langadapt.inference.routing import Route
@@ -60,7 +60,6 @@ LANGUAGE_HEADER = "x-langadapt-language"
 WORKER_HEADER = "x-langadapt-worker"
 LABEL_PATH = "/v1/label"
 POOL = "all"  # the worker pool in reports and metric labels: every worker serves every task
-MIXED = "mixed"  # the task label of a batch that mixed tasks
 
 
 class BatchLoop(BatchedLoop):
@@ -172,16 +171,6 @@ class InferenceAPI(ls.LitAPI):
     def _setup(self, device: str) -> None:
         metrics = get_metrics()
 
-        def on_batch(stats: BatchStats) -> None:
-            tasks = sorted(stats.texts)
-            which = tasks[0] if len(tasks) == 1 else MIXED
-            metrics.batch_tasks.observe(len(tasks))
-            metrics.batch_requests.labels(which).observe(stats.jobs)
-            for task, count in stats.texts.items():
-                metrics.batch_texts.labels(task).observe(count)
-            metrics.batch_tokens.labels(which).observe(stats.tokens)
-            metrics.batch_seconds.labels(which).observe(stats.seconds)
-
         def on_load(ref: AdapterRef, seconds: float, ok: bool) -> None:
             metrics.adapter_loads.labels(POOL, "ok" if ok else "refused").inc()
             if ok:
@@ -190,7 +179,9 @@ class InferenceAPI(ls.LitAPI):
         def on_evict(kind: str, _: str) -> None:
             metrics.evictions.labels(POOL, kind).inc()
 
-        self.engine = Engine(self.settings.for_worker(device), hooks=EngineHooks(on_batch, on_load, on_evict))
+        self.engine = Engine(
+            self.settings.for_worker(device), hooks=EngineHooks(metrics.observe_batch, on_load, on_evict)
+        )
         self.pid = str(os.getpid())
         loaded = self.engine.preload(self.settings.preload)
         worker = int(os.environ.get("LITSERVE_WORKER_ID", "0"))

@@ -16,9 +16,14 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from langadapt.inference.engine import BatchStats
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 NO_LANGUAGE = "none"
+MIXED = "mixed"  # the task label of an engine batch that mixed tasks
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
@@ -93,6 +98,12 @@ class Metrics:
             buckets=TOKEN_BUCKETS,
             registry=r,
         )
+        self.padded_tokens = Counter(
+            "langadapt_padded_tokens",
+            "Tokens in engine passes, padding included (over langadapt_batch_tokens_sum: padded per real token)",
+            ["task"],
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "langadapt_batch_seconds", "Engine time per batch", ["task"], buckets=LATENCY_BUCKETS, registry=r
         )
@@ -124,6 +135,18 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+
+    def observe_batch(self, stats: BatchStats) -> None:
+        """Record one engine batch: its tasks, requests, texts, real and padded tokens, and time."""
+        tasks = sorted(stats.texts)
+        which = tasks[0] if len(tasks) == 1 else MIXED
+        self.batch_tasks.observe(len(tasks))
+        self.batch_requests.labels(which).observe(stats.jobs)
+        for task, count in stats.texts.items():
+            self.batch_texts.labels(task).observe(count)
+        self.batch_tokens.labels(which).observe(stats.tokens)
+        self.padded_tokens.labels(which).inc(stats.padded_tokens)
+        self.batch_seconds.labels(which).observe(stats.seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text (merged over processes in multiprocess mode) and its content type."""
