@@ -56,8 +56,8 @@ class ServerSettings(ServingSettings):
 
     # On a CPU the server runs a worker per core (up to MAX_AUTO_WORKERS), each with one torch thread, all sharing
     # one copy of the base (forked from a fork server that loaded it). Small requests' passes are too small for
-    # intra-op threads to pay: on 2 cores, 2 one-thread workers served 1.06x the old three-process layout's mixed
-    # load where one worker with 2 threads served 0.8x and one with 1 thread 0.67x (bench/results/pool.json).
+    # intra-op threads to pay: on 2 cores, 2 one-thread workers served 1.00x the old three-process layout's mixed
+    # load (0.97x on a busy machine), one worker with 2 threads 0.90x (0.14x busy) (bench/results/pool.json).
     threads: int | None = Field(
         default=None, ge=1, description="Torch threads per worker (default: cores / workers, at least 1)."
     )
