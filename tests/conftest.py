@@ -210,32 +210,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None, own_cache: bool = True) -> RunningServer:
+    """`python -m langadapt.serve ARGS --port <free>`, its log under `tmp`; the caller waits and stops it.
+
+    The environment is this one without `LANGADAPT_*` variables, plus `env`. `own_cache`: the cache goes under
+    `tmp`; otherwise the environment's `LANGADAPT_CACHE` is kept (the embedded base converted once per machine).
+    """
+    port = free_port()
+    log = tmp / "server.log"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LANGADAPT_")}
+    cache = tmp / "cache"
+    if own_cache:
+        environ["LANGADAPT_CACHE"] = str(cache)
+    elif "LANGADAPT_CACHE" in os.environ:
+        environ["LANGADAPT_CACHE"] = os.environ["LANGADAPT_CACHE"]
+    environ.update({"TOKENIZERS_PARALLELISM": "false", **(env or {})})
+    command = [sys.executable, "-m", "langadapt.serve", *args, "--port", str(port)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environ, start_new_session=True)
+    return RunningServer(f"http://127.0.0.1:{port}", port, process, log, cache)
+
+
 @pytest.fixture(scope="session")
 def launch_server() -> Callable[..., RunningServer]:
     """`launch_server(base, store, tmp, *flags, env={...})`: start a server (one worker, one thread, no defaults).
 
-    The environment is this one without `LANGADAPT_*` variables, plus `env`; the cache and runtime directory are
-    under `tmp`. The caller waits for it (`wait_ready`) and stops it (`stop`).
+    The cache and runtime directory are under `tmp`. The caller waits for it (`wait_ready`) and stops it (`stop`).
     """
 
     def launch(base: Path, store: Path, tmp: Path, *flags: str, env: dict[str, str] | None = None) -> RunningServer:
-        port = free_port()
-        log = tmp / "server.log"
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("LANGADAPT_")}
-        environ.update({"LANGADAPT_CACHE": str(tmp / "cache"), "TOKENIZERS_PARALLELISM": "false", **(env or {})})
-        command = [
-            sys.executable,
-            "-m",
-            "langadapt.serve",
-            *("--base", str(base), "--store", str(store), "--no-defaults", "--port", str(port)),
+        return start_serve(
+            tmp,
+            *("--base", str(base), "--store", str(store), "--no-defaults"),
             *("--workers", "1", "--threads", "1", "--runtime-dir", str(tmp / "runtime")),
             *flags,
-        ]
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=environ, start_new_session=True
-            )
-        return RunningServer(f"http://127.0.0.1:{port}", port, process, log, tmp / "cache")
+            env=env,
+        )
 
     return launch
 

@@ -7,13 +7,6 @@ shipped in `src/langadapt/default_adapters/`.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -37,37 +30,15 @@ CANONICAL = {"yo": "yor_Latn", "ha": "hau_Latn", "sw": "swh_Latn", "ig": "ibo_La
 def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if packaged_defaults_dir() is None:
         pytest.skip("the default adapter set is not shipped yet (src/langadapt/default_adapters/ has no adapters/)")
+    from conftest import start_serve
+
     tmp = tmp_path_factory.mktemp("default-server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tmp / "server.log"
-    command = [sys.executable, "-m", "langadapt.serve", "--store", str(tmp / "store"), "--port", str(port)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LANGADAPT_") or k == "LANGADAPT_CACHE"}
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    server = start_serve(tmp, "--store", str(tmp / "store"), own_cache=False)
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the default server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"the default server was not ready within 600 s:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
-        yield url
+        server.wait_ready(timeout=600)
+        yield server.url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        server.stop()
 
 
 def test_a_yoruba_sentence_is_labelled(default_server: str) -> None:

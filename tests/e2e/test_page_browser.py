@@ -9,14 +9,8 @@ there (docs/language-id/page.png was taken that way).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,38 +55,15 @@ def browser_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("no Chromium binary (apt-get install chromium; .ci/run installs it)")
     if packaged_defaults_dir() is None:
         pytest.skip("the default adapter set is not shipped (src/langadapt/default_adapters/ has no adapters/)")
+    from conftest import start_serve
+
     tmp = tmp_path_factory.mktemp("page-server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tmp / "server.log"
-    command = [sys.executable, "-m", "langadapt.serve", "--store", str(tmp / "store"), "--port", str(port)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LANGADAPT_") or k == "LANGADAPT_CACHE"}
-    env["LANGADAPT_API_KEYS"] = API_KEY
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    server = start_serve(tmp, "--store", str(tmp / "store"), env={"LANGADAPT_API_KEYS": API_KEY}, own_cache=False)
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server was not ready within 600 s:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
-        yield url
+        server.wait_ready(timeout=600)
+        yield server.url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture
