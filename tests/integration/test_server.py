@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -59,25 +55,6 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers if headers is not None else API, timeout=60)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server we started and every process in its session (its workers)."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(tiny_xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from start_server(tiny_xlmr_dir, tmp_path_factory.mktemp("server"), workers=2, batch_timeout=0.05)
@@ -104,29 +81,19 @@ def start_server(tiny_xlmr_dir: Path, tmp: Path, *, workers: int, batch_timeout:
     manifests["ha-sentiment"] = factory.publish_task_adapter(store, "hau_Latn", "sentiment")
     manifests["sw-topic"] = factory.publish_task_adapter(store, "swh_Latn", "topic")
 
-    port = free_port()
-    log = tmp / "server.log"
-    env = {
-        **os.environ,
-        "LANGADAPT_API_KEYS": API_KEY,
-        "LANGADAPT_ADMIN_KEYS": ADMIN_KEY,
-        "LANGADAPT_CACHE": str(tmp / "cache"),
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "langadapt.serve",
+    from conftest import start_serve
+
+    served = start_serve(
+        tmp,
         *("--base", str(tiny_xlmr_dir), "--store", str(store.root), "--no-defaults"),
-        *("--port", str(port), "--workers", str(workers), "--threads", "1"),
+        *("--workers", str(workers), "--threads", "1"),
         *("--max-batch-size", "8", "--batch-timeout", str(batch_timeout), "--watch-interval", "0.05"),
         *("--max-texts", str(LIMITS["texts"]), "--max-chars", str(LIMITS["chars"])),
         *("--max-body-bytes", str(LIMITS["body_bytes"]), "--max-queue", str(LIMITS["queue"])),
         *("--fallback", "kin=swh", "--runtime-dir", str(tmp / "runtime"), "--log-level", "info"),
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+        env={"LANGADAPT_API_KEYS": API_KEY, "LANGADAPT_ADMIN_KEYS": ADMIN_KEY},
+    )
+    process, log, url = served.process, served.log, served.url
     saw_unready = False
     try:
         deadline = time.monotonic() + 180
@@ -144,7 +111,7 @@ def start_server(tiny_xlmr_dir: Path, tmp: Path, *, workers: int, batch_timeout:
             time.sleep(0.2)
         yield Server(url, process, log, store, factory, manifests, tmp, saw_unready)
     finally:
-        stop(process)
+        served.stop()
 
 
 def stack_of(result: dict[str, Any]) -> tuple[str, int, str | None]:
