@@ -31,8 +31,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from pool import LANGUAGES, TASKS, sentences, tree_memory
+from pool import LANGUAGES, TASKS, sentences, serving, tree_memory
 from serve import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,40 +83,14 @@ class Outcome:
 @contextlib.contextmanager
 def server(tmp: Path) -> Iterator[tuple[str, int, Path]]:
     """`langadapt serve` as `make serve` starts it, plus a store, runtime dir and admin key; (url, pid, store)."""
-    import httpx
-
     store, port = tmp / "store", free_port()
     store.mkdir()
     flags = ["--host", "127.0.0.1", "--port", str(port), "--store", str(store), "--runtime-dir", str(tmp / "rt")]
     env = {**os.environ, "LANGADAPT_ADMIN_KEYS": ADMIN_KEY}
     script = Path(sys.executable).parent / "langadapt"
     command = ([str(script), "serve"] if script.exists() else [sys.executable, "-m", "langadapt.serve"]) + flags
-    server_log = tmp / "server.log"
-    with server_log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        started = time.monotonic()
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{server_log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                    break
-            if time.monotonic() - started > 900:
-                raise RuntimeError("the server was not ready in 900 s")
-            time.sleep(0.5)
-        log(f"server ready in {time.monotonic() - started:.1f} s on port {port}")
-        yield url, process.pid, store
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+    with serving("soak", command, env, port, tmp / "server.log") as (url, pid, _):
+        yield url, pid, store
 
 
 # ------------------------------------------------------------------------------------------ requests
