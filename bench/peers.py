@@ -58,16 +58,14 @@ from pool import (
     LANGUAGES,
     TASKS,
     load_round,
-    log,
     machine,
     mixed_requests,
     sentences,
     server_command,
-    serving,
     tree_memory,
     versions,
 )
-from serve import build_store, free_port
+from serve import build_store, free_port, log, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from serve import TEXTS, free_port
+from serve import TEXTS, free_port, log, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -56,10 +56,6 @@ CORES = os.cpu_count() or 1
 ALL_THREADS = "new-1w"  # diagnostic arm: the NEW layout with one worker (a torch thread per core)
 DIAGNOSTIC_ENV: dict[str, str] = {}  # extra environment of the diagnostic arm (--diagnostic-env)
 DIAGNOSTIC_FLAGS: list[str] = []  # its server flags instead of --workers 1 (--diagnostic-flags)
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -213,44 +209,6 @@ def running_server(layout: str, tmp: Path) -> Iterator[tuple[str, int]]:
     command, env = server_command(layout, port, folder / "store", folder / "runtime")
     with serving(layout, command, env, port, folder / "server.log") as (url, pid, _):
         yield url, pid
-
-
-@contextlib.contextmanager
-def serving(
-    name: str, command: list[str], env: dict[str, str], port: int, server_log: Path
-) -> Iterator[tuple[str, int, float]]:
-    """Start a server in its own session, wait for its /ready; stop the whole session on exit.
-
-    Yields (url, pid, seconds from start to ready).
-    """
-    import httpx
-
-    with server_log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        started = time.monotonic()
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} server exited:\n{server_log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                    break
-            if time.monotonic() - started > 600:
-                raise RuntimeError(f"{name} server not ready in 600 s")
-            time.sleep(0.5)
-        ready = time.monotonic() - started
-        log(f"{name} server ready in {ready:.1f} s on port {port}")
-        yield url, process.pid, ready
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 def warm(url: str, texts: dict[str, list[str]]) -> None:

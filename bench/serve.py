@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -199,11 +200,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextlib.contextmanager
-def running_server(args: argparse.Namespace, setup: dict[str, Any], tmp: Path, log: Any) -> Any:
-    """`langadapt serve` for NER only, one worker; stopped (its whole session) on exit."""
-    import httpx
+def log(message: str) -> None:
+    """A timestamped progress line on stderr."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
+
+@contextlib.contextmanager
+def running_server(args: argparse.Namespace, setup: dict[str, Any], tmp: Path) -> Iterator[str]:
+    """`langadapt serve` for NER only, one worker; stopped (its whole session) on exit."""
     port = free_port()
     command = [
         sys.executable,
@@ -214,23 +218,37 @@ def running_server(args: argparse.Namespace, setup: dict[str, Any], tmp: Path, l
         *("--batch-timeout", str(args.batch_timeout), "--max-queue", "1024", "--preload", "5"),
         *("--runtime-dir", str(tmp / "runtime"), "--log-level", "warning"),
     ]
-    server_log = tmp / "server.log"
+    with serving("ner", command, dict(os.environ), port, tmp / "server.log") as (url, _, _):
+        yield url
+
+
+@contextlib.contextmanager
+def serving(
+    name: str, command: list[str], env: dict[str, str], port: int, server_log: Path
+) -> Iterator[tuple[str, int, float]]:
+    """Start a server in its own session, wait for its /ready; stop the whole session on exit.
+
+    Yields (url, pid, seconds from start to ready).
+    """
+    import httpx
+
     with server_log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"server exited:\n{server_log.read_text()[-3000:]}")
+                raise RuntimeError(f"{name} server exited:\n{server_log.read_text()[-3000:]}")
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
                     break
             if time.monotonic() - started > 600:
-                raise RuntimeError("server not ready in 600 s")
+                raise RuntimeError(f"{name} server not ready in 600 s")
             time.sleep(0.5)
-        log(f"server ready in {time.monotonic() - started:.1f} s")
-        yield url
+        ready = time.monotonic() - started
+        log(f"{name} server ready in {ready:.1f} s on port {port}")
+        yield url, process.pid, ready
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -520,9 +538,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.requests, args.counts, args.hot_loads, args.concurrency = 60, "1,10", 5, "1,8"
 
-    def log(message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="langadapt-bench-serve-") as folder:
         tmp = Path(folder)
@@ -535,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         engine_before = run_child("engine", args, setup_file)
         log(f"engine: { {k: round(v['rps'], 2) for k, v in engine_before.items()} } requests/s")
         requests = requests_for(args.requests)
-        with running_server(args, setup, tmp, log) as url:
+        with running_server(args, setup, tmp) as url:
             load(url, requests[:16], 4)  # warm-up
             server = []
             for clients in (int(c) for c in args.concurrency.split(",")):

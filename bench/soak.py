@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from pool import LANGUAGES, TASKS, sentences, serving, tree_memory
-from serve import free_port
+from pool import LANGUAGES, TASKS, sentences, tree_memory
+from serve import free_port, log, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -58,10 +58,6 @@ GOALS = {"rss_growth": 0.02, "failed": 0}
 ADMIN_KEY = "soak-admin-key-0123456789abcdef"
 ADMIN = {"X-API-Key": ADMIN_KEY}
 ROUTES = (*TASKS, "label")
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
