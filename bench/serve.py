@@ -39,6 +39,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+ADMIN_KEY = "bench-serve-admin-key-0123456789"  # the server's configured admin key (admin routes need one)
 TEXTS = {
     "yor_Latn": "Adébáyọ̀ Ògúndélé ń ṣiṣẹ́ ní ilé-iṣẹ́ ìjọba ní ìlú Abuja, ó sì padà sí Èkó lánàá pẹ̀lú ìdílé rẹ̀.",
     "hau_Latn": "Shugaban kasa Bola Tinubu ya ziyarci jihar Kano ranar Litinin domin ganawa da gwamnonin arewa.",
@@ -218,7 +219,8 @@ def running_server(args: argparse.Namespace, setup: dict[str, Any], tmp: Path) -
         *("--batch-timeout", str(args.batch_timeout), "--max-queue", "1024", "--preload", "5"),
         *("--runtime-dir", str(tmp / "runtime"), "--log-level", "warning"),
     ]
-    with serving("ner", command, dict(os.environ), port, tmp / "server.log") as (url, _, _):
+    env = {**os.environ, "LANGADAPT_ADMIN_KEYS": ADMIN_KEY}  # the admin routes always need a key (issue 12)
+    with serving("ner", command, env, port, tmp / "server.log") as (url, _, _):
         yield url
 
 
@@ -416,7 +418,7 @@ def _wait_for_swap(url: str, generation: int, version: int) -> dict[str, Any] | 
     import httpx
 
     deadline = time.monotonic() + 10
-    with httpx.Client(base_url=url, timeout=10) as client:
+    with httpx.Client(base_url=url, timeout=10, headers={"X-API-Key": ADMIN_KEY}) as client:
         while time.monotonic() < deadline:
             for worker in client.get("/v1/adapters").json()["workers"]:
                 swap = worker.get("last_swap") if isinstance(worker, dict) else None
