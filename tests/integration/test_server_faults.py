@@ -301,17 +301,22 @@ def broken_copy(tiny_xlmr_dir: Path, tmp: Path) -> Path:
     return base
 
 
+def exit_of(served: Any) -> tuple[int, str]:
+    """Wait for a server that is meant to exit by itself: its exit code and its output."""
+    try:
+        code = served.process.wait(timeout=START_S)
+    finally:
+        served.stop()
+    return code, served.log.read_text(errors="replace")
+
+
 def test_a_worker_that_fails_at_every_start_stops_the_server_non_zero_with_the_reason(
     tiny_xlmr_dir: Path, world: Path, tmp_path: Path, launch_server: Callable[..., Any]
 ) -> None:
     base = broken_copy(tiny_xlmr_dir, tmp_path)
     (base / "tokenizer.json").write_text("{ not a tokenizer")  # the main process reads config and weights only
     served = launch_server(base, world, tmp_path, *FLAGS)
-    try:
-        code = served.process.wait(timeout=START_S)
-    finally:
-        served.stop()
-    output = served.log.read_text(errors="replace")
+    code, output = exit_of(served)
     assert code == 2, output[-3000:]
     assert "error: inference worker 0 failed to start 3 times in a row:" in output
     assert "hint:" in output
@@ -325,10 +330,6 @@ def test_a_base_with_truncated_weights_is_refused_before_any_worker_starts(
     weights = base / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:2000])
     served = launch_server(base, world, tmp_path, *FLAGS)
-    try:
-        code = served.process.wait(timeout=START_S)
-    finally:
-        served.stop()
-    output = served.log.read_text(errors="replace")
+    code, output = exit_of(served)
     assert code == 2, output[-3000:]
     assert "cannot be read" in output and "truncated" in output and "Traceback" not in output
