@@ -97,21 +97,14 @@ class WorkerDeaths:
         return tuple(self._counts[:])
 
 
-def share_base_with_workers(lit_api: ls.LitAPI, device: Any) -> None:
+def share_base_with_workers(lit_api: ls.LitAPI) -> None:
     """Name the base for the fork server to load once, when the workers run it in torch on the CPU.
 
     Only the fork server's first start reads it; a GPU worker moves its own copy to its device instead.
     """
     settings = getattr(lit_api, "settings", None)
-    cpu = str(device).startswith("cpu") or (str(device) == "auto" and not _cuda_available())
-    if settings is not None and cpu and settings.backend in (TORCH_BACKEND, FUSED_ARTIFACT):
+    if settings is not None and not settings.on_gpu and settings.backend in (TORCH_BACKEND, FUSED_ARTIFACT):
         os.environ[SHARED_BASE_ENV] = settings.base
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def worker_lost() -> HTTPException:
@@ -265,7 +258,7 @@ class SupervisedServer(ls.LitServer):
         device = self._inference_workers_config_for_api(lit_api.api_path)[worker_id]
         device = device[0] if len(device) == 1 else device
         self.workers_setup_status[f"{self.endpoint}_{worker_id}"] = WorkerSetupStatus.STARTING
-        share_base_with_workers(lit_api, device)
+        share_base_with_workers(lit_api)
         context = mp.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
         process = context.Process(
