@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,19 @@ def test_a_base_that_cannot_load_is_left_to_the_workers(
     with caplog.at_level(logging.WARNING):
         assert load_shared_base() is False  # the fork server lives on; each worker reports the error itself
     assert not shared_module._SHARED and "could not load the base" in caplog.text
+
+
+def test_the_server_names_the_base_to_share_only_for_torch_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from langadapt.serve.settings import ServerSettings
+    from langadapt.serve.supervisor import share_base_with_workers
+
+    for settings, shared in (
+        (ServerSettings(device="cpu"), "embedded"),
+        (ServerSettings(device="cuda"), None),  # a GPU worker moves its own copy to its device
+        (ServerSettings(device="cpu", backend="onnx-swappable"), None),  # no torch base in the worker
+    ):
+        monkeypatch.delenv(SHARED_BASE_ENV, raising=False)
+        share_base_with_workers(SimpleNamespace(settings=settings))
+        assert os.environ.get(SHARED_BASE_ENV) == shared, settings
