@@ -104,7 +104,7 @@ def test_derived_lists_follow_the_registry() -> None:
     assert kinds.BANK_KINDS == ("seq_bn", "seq_bn_inv", "lora") == tuple(ADAPTER_KINDS)
     assert (*ADAPTER_KINDS, kinds.FULL_KIND, kinds.LID_KIND) == kinds.MODEL_KINDS
     assert kinds.DEFAULT_KIND in ADAPTER_KINDS
-    assert kinds.BACKENDS == ("torch", "onnx-fused", "onnx-swappable")
+    assert kinds.BACKENDS == ("auto", "torch", "onnx-fused", "onnx-swappable")
     assert {kinds.ADAPTER_ARTIFACT, kinds.MODEL_ARTIFACT, kinds.FUSED_ARTIFACT, kinds.SWAPPABLE_ARTIFACT} == set(
         ARTIFACT_KINDS
     )
@@ -128,9 +128,9 @@ def test_lists_elsewhere_are_the_registry_s() -> None:
 
 
 def test_backends_are_named_as_registered() -> None:
-    from langadapt.inference import backends
+    from langadapt.inference import auto_backend, backends
 
-    classes = (backends.TorchBackend, backends.FusedBackend, backends.SwappableBackend)
+    classes = (auto_backend.AutoBackend, backends.TorchBackend, backends.FusedBackend, backends.SwappableBackend)
     assert sorted(cls.name for cls in classes) == sorted(kinds.BACKENDS)
     assert backends.BACKENDS == kinds.BACKENDS
 

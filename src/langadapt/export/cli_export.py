@@ -73,7 +73,7 @@ def _summary(manifest: Any) -> dict[str, Any]:
     }
 
 
-def _labelled(path: Path | None, task: Any) -> Any:
+def recorded_labelled_set(path: Path | None, task: Any) -> Any:
     """The labelled set for int8/fp16 checks: `--eval`, else the task adapter's recorded test file if present."""
     from langadapt.export.parity import LabelledSet
 
@@ -133,7 +133,7 @@ def fused(
         quantize=quantize,
         optimize=optimize,
         out=out,
-        labelled=_labelled(eval_file, task_manifest) if (quantize or precision != "fp32") else None,
+        labelled=recorded_labelled_set(eval_file, task_manifest) if (quantize or precision != "fp32") else None,
         task_version=task_manifest.version,
         lang_version=lang_version,
     )
@@ -187,7 +187,7 @@ def verify(
         sources = {row.role: row for row in manifest.sources or []}
         task_row = sources.get("task")
         task = view.get(address(view, task_row.id, task_row.source), task_row.version) if task_row else None
-        labelled = _labelled(eval_file, task) if task is not None else None
+        labelled = recorded_labelled_set(eval_file, task) if task is not None else None
     try:
         result = verify_artifact(view, manifest.id, manifest.version, labelled=labelled, device=device)
     except AdapterNotFoundError:

@@ -27,9 +27,10 @@ from langadapt.inference.shared import ENCODER, load_encoder, take_shared
 from langadapt.models.bank import AdapterBank, BankedEncoder, BankLayout
 from langadapt.models.base import BaseModelInfo, load_config_dict
 from langadapt.models.heads import Head
-from langadapt.models.kinds import BACKENDS, FUSED_ARTIFACT, SWAPPABLE_ARTIFACT, TORCH_BACKEND
+from langadapt.models.kinds import AUTO_BACKEND, BACKENDS, FUSED_ARTIFACT, SWAPPABLE_ARTIFACT, TORCH_BACKEND
 
 if TYPE_CHECKING:
+    from langadapt.inference.auto_backend import AutoPolicy
     from langadapt.inference.routing import StackKey
     from langadapt.models.store_view import Candidate, LayeredStore
 
@@ -63,6 +64,14 @@ class Backend(Protocol):
 
     def fused_for(self, key: StackKey) -> Any | None:
         """A session computing this stack's logits directly (`run(ids, mask)`), or None: use the bank path."""
+        ...
+
+    def bank_path(self, tokens: int) -> str:
+        """What computes a bank pass of `tokens` padded tokens (a backend name), for responses."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The backend's choices, for worker reports."""
         ...
 
 
@@ -138,6 +147,14 @@ class TorchBackend:
         """Every stack runs on the bank path."""
         return None
 
+    def bank_path(self, tokens: int) -> str:
+        """Bank passes run in torch."""
+        return TORCH_BACKEND
+
+    def describe(self) -> dict[str, Any]:
+        """The backend's name (nothing is chosen at run time)."""
+        return {"backend": self.name}
+
 
 def _ort_device(device: torch.device) -> str:
     return "cuda" if device.type == "cuda" else "cpu"
@@ -200,6 +217,14 @@ class SwappableBackend:
     def fused_for(self, key: StackKey) -> Any | None:
         """Every stack runs through the swappable graph."""
         return None
+
+    def bank_path(self, tokens: int) -> str:
+        """Bank passes run in the swappable graph."""
+        return SWAPPABLE_ARTIFACT
+
+    def describe(self) -> dict[str, Any]:
+        """The backend's name and graph."""
+        return {"backend": self.name, "swappable_graph": str(self.artifact)}
 
 
 class FusedBackend(TorchBackend):
@@ -298,9 +323,18 @@ class FusedBackend(TorchBackend):
 
 
 def create_backend(
-    name: str, info: BaseModelInfo, device: torch.device, threads: int | None, stores: LayeredStore
+    name: str,
+    info: BaseModelInfo,
+    device: torch.device,
+    threads: int | None,
+    stores: LayeredStore,
+    policy: AutoPolicy | None = None,
 ) -> Backend:
     """The backend called `name` for a resolved base model on `device`, reading exports from `stores`."""
+    if name == AUTO_BACKEND:
+        from langadapt.inference.auto_backend import AutoBackend
+
+        return AutoBackend(info, device, threads, stores, policy)
     if name == TorchBackend.name:
         return TorchBackend(info, device, threads)
     if name == SwappableBackend.name:

@@ -46,7 +46,7 @@ from langadapt.models.alignment import Entity, WordEncoding, decode_entities, en
 from langadapt.models.bank import AdapterWeights
 from langadapt.models.base import load_tokenizer, resolve_base_model
 from langadapt.models.heads import Head
-from langadapt.models.kinds import LANGUAGE_TASK, TAGGING, TASK_HEAD_TYPES
+from langadapt.models.kinds import FUSED_ARTIFACT, LANGUAGE_TASK, TAGGING, TASK_HEAD_TYPES
 from langadapt.models.language_id import input_embeddings, read_input_embeddings
 from langadapt.models.store_view import AdapterRef, store_view
 
@@ -74,6 +74,7 @@ class TextResult:
     score: float | None = None
     scores: tuple[tuple[str, float], ...] = ()
     entities: tuple[Entity, ...] = ()
+    served_by: str = ""  # the inference path(s) of its windows: torch, onnx-swappable, onnx-fused:<precision>
 
 
 Outcome = list[TextResult] | ServeError
@@ -110,6 +111,7 @@ class _Window:
     ids: list[int]
     weight: int
     values: np.ndarray | None = None  # probabilities: [C] (classification) or [T, C] (tagging)
+    served_by: str = ""  # the path that computed it: torch, onnx-swappable or onnx-fused:<precision>
 
 
 @dataclass
@@ -132,7 +134,10 @@ class Engine:
         self.tokenizer = take_shared(TOKENIZER, self.info) or load_tokenizer(self.info)
         self.device = resolve_device(self.settings.device)
         self.stores = store_view(self.settings.store, self.settings.defaults)
-        self.backend = create_backend(self.settings.backend, self.info, self.device, self.settings.threads, self.stores)
+        policy = self.settings.auto_policy()
+        self.backend = create_backend(
+            self.settings.backend, self.info, self.device, self.settings.threads, self.stores, policy
+        )
         self.router = Router(
             self.stores, self.info.fingerprint, fallbacks=self.settings.fallback, tasks=self.settings.tasks
         )
@@ -357,12 +362,14 @@ class Engine:
             else:
                 fused_rows.setdefault(route.key, []).append(i)
         for key, members in fused_rows.items():
+            path = f"{FUSED_ARTIFACT}:{getattr(sessions[key], 'manifest', {}).get('precision') or 'fp32'}"
             for chunk, ids, mask in self._chunks(rows, members):
                 logits = torch.from_numpy(sessions[key].run(ids.numpy(), mask.numpy()))
-                self._store_probs(rows, chunk, torch.softmax(logits.float(), dim=-1).numpy())
+                self._store_probs(rows, chunk, torch.softmax(logits.float(), dim=-1).numpy(), path)
                 self._count(stats, mask)
         for chunk, ids, mask in self._chunks(rows, bank_rows):
             index = torch.tensor([self._index_of(leases, rows[i]) for i in chunk], dtype=torch.long)
+            path = self.backend.bank_path(mask.numel())
             hidden = self.backend.hidden_states(ids, mask, index, self.cache.tensors())
             self._count(stats, mask)
             groups: dict[StackKey, list[int]] = {}
@@ -377,7 +384,7 @@ class Engine:
                 with torch.inference_mode():
                     logits = lease.head(hidden.index_select(0, selected))
                     probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-                self._store_probs(rows, [chunk[b] for b in members], probs)
+                self._store_probs(rows, [chunk[b] for b in members], probs, path)
 
     def _chunks(self, rows: Sequence[_Window], members: Sequence[int]) -> Iterator[tuple[list[int], Tensor, Tensor]]:
         """Rows longest first, packed into right-padded (ids, mask) passes within `max_rows` and `max_tokens`."""
@@ -403,11 +410,12 @@ class Engine:
         return lease.index
 
     @staticmethod
-    def _store_probs(rows: Sequence[_Window], chunk: Sequence[int], probs: np.ndarray) -> None:
-        """Give each row its probabilities: `[C]`, or `[T, C]` trimmed to its length."""
+    def _store_probs(rows: Sequence[_Window], chunk: Sequence[int], probs: np.ndarray, path: str) -> None:
+        """Give each row its probabilities (`[C]`, or `[T, C]` trimmed to its length) and the path that made them."""
         for position, i in enumerate(chunk):
             values = probs[position]
             rows[i].values = values[: len(rows[i].ids)] if values.ndim == 2 else values
+            rows[i].served_by = path
 
     @staticmethod
     def _count(stats: BatchStats, mask: Tensor) -> None:
@@ -420,6 +428,7 @@ class Engine:
         """One text's result from its windows' probabilities."""
         labels = route.labels
         windows = [rows[i] for i in plan.rows]
+        served_by = "+".join(sorted({w.served_by for w in windows}))
         if plan.encoding is not None:
             encoding = plan.encoding
             values: list[Any] = [w.values for w in windows]
@@ -435,13 +444,15 @@ class Engine:
                 scores.append(float(probs[best]))
             spans = encoding.word_spans or []
             entities = decode_entities(text, spans, tags, scores)
-            return TextResult(route, len(windows), entities=tuple(entities))
+            return TextResult(route, len(windows), entities=tuple(entities), served_by=served_by)
         weights = np.array([w.weight for w in windows], dtype=np.float64)
         stacked = np.stack([np.asarray(w.values, dtype=np.float64) for w in windows])
         probs = (stacked * weights[:, None]).sum(axis=0) / weights.sum()
         order = np.argsort(-probs, kind="stable")
         ranked = tuple((labels[i] if i < len(labels) else f"LABEL_{i}", float(probs[i])) for i in order)
-        return TextResult(route, len(windows), label=ranked[0][0], score=ranked[0][1], scores=ranked)
+        return TextResult(
+            route, len(windows), label=ranked[0][0], score=ranked[0][1], scores=ranked, served_by=served_by
+        )
 
     # ------------------------------------------------------------------------------- adapters, hot load
 
@@ -584,9 +595,9 @@ class Engine:
         """Unpin an id; its stacks stay until evicted."""
         self.cache.unpin(adapter_id)
 
-    def marker(self) -> tuple[int, int, int]:
+    def marker(self) -> tuple[int, int, int, int]:
         """Cheap to compute; changes whenever `status()` may (leases aside): cache, routing table, refusals."""
-        return self.cache.version, id(self.router.table), len(self.router.refused)
+        return self.cache.version, id(self.router.table), len(self.router.refused), getattr(self.backend, "version", 0)
 
     def status(self) -> dict[str, Any]:
         """What is loaded, refused and used: for admin pages and worker reports."""
@@ -612,4 +623,5 @@ class Engine:
             "budget_bytes": self.cache.budget_bytes,
             "bank_bytes": self.cache.bank.nbytes,
             "last_swap": self.last_swap,
+            "runtime": self.backend.describe(),
         }

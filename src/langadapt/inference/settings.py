@@ -11,15 +11,18 @@ cannot be used raises `SettingsError` (a ValueError) saying how to fix it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from langadapt.errors import SettingsError
 from langadapt.inference.backends import DEVICES
 from langadapt.inference.routing import parse_fallbacks
-from langadapt.models.kinds import BACKENDS, SERVED_TASKS, TORCH_BACKEND
+from langadapt.models.kinds import AUTO_BACKEND, BACKENDS, SERVED_TASKS
 from langadapt.models.store_view import PACKAGED, defaults_root
+
+if TYPE_CHECKING:
+    from langadapt.inference.auto_backend import AutoPolicy
 
 MIB = 1024 * 1024
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
@@ -45,7 +48,11 @@ class InferenceSettings(BaseModel):
     )
     # The read-only layer under the store: "packaged", a directory, or None (flags and config files say true/false).
     defaults: str | None = Field(default=PACKAGED, description="Use the packaged default adapters under the store.")
-    backend: str = Field(default=TORCH_BACKEND, description=f"Inference backend: {', '.join(BACKENDS)}.")
+    backend: str = Field(
+        default=AUTO_BACKEND,
+        description=f"Inference backend: {', '.join(BACKENDS)} (auto: torch, with ONNX graphs where they measure "
+        "faster on this machine).",
+    )
     device: str = Field(default="auto", description=f"Device: {', '.join(DEVICES)} or cuda:N (auto: CUDA if any).")
     threads: int | None = Field(default=None, ge=1, description="Torch threads (default: torch's own).")
     tasks: tuple[str, ...] = Field(default=SERVED_TASKS, description="Comma-separated tasks to serve.")
@@ -57,6 +64,19 @@ class InferenceSettings(BaseModel):
     max_rows: int = Field(default=32, ge=1, description="Windows per forward pass.")
     max_tokens: int | None = Field(
         default=None, ge=1, description="Padded tokens per forward pass (default: 512 on a CPU, 16384 on CUDA)."
+    )
+    auto_promote_after: int = Field(
+        default=64, ge=1, description="Backend auto: passes of one stack before it gets a fused ONNX graph."
+    )
+    auto_fused_mb: float = Field(
+        default=1024.0, ge=0.0, description="Backend auto: memory for open fused graphs per worker, in MiB."
+    )
+    auto_idle_s: float = Field(
+        default=600.0, gt=0.0, description="Backend auto: seconds unused after which a fused graph is closed."
+    )
+    auto_build: bool = Field(
+        default=True,
+        description="Backend auto: build missing ONNX graphs in the background (needs a writable store).",
     )
     lid_threshold: float | None = Field(
         default=None,
@@ -113,6 +133,17 @@ class InferenceSettings(BaseModel):
         if isinstance(value, dict):  # a table already (e.g. a dumped model): canonical again
             value = [f"{lang}={','.join(related)}" for lang, related in value.items()]
         return parse_fallbacks(split_list(value, "; \t\n"))
+
+    def auto_policy(self) -> AutoPolicy:
+        """The `auto` backend's promotion policy from these settings."""
+        from langadapt.inference.auto_backend import AutoPolicy
+
+        return AutoPolicy(
+            promote_after=self.auto_promote_after,
+            idle_s=self.auto_idle_s,
+            fused_bytes=int(self.auto_fused_mb * MIB),
+            build=self.auto_build,
+        )
 
     def defaults_dir(self) -> Path | None:
         """The read-only default store's directory, if any."""

@@ -33,6 +33,7 @@ def label(
     backend: str = flag(LabelSettings, "backend"),
     device: str = flag(LabelSettings, "device"),
     threads: int | None = flag(LabelSettings, "threads"),
+    auto_build: bool = flag(LabelSettings, "auto_build", "--auto-build/--no-auto-build"),
     chunk_rows: int = flag(LabelSettings, "chunk_rows"),
     errors: Path | None = flag(LabelSettings, "errors"),
     restart: bool = flag(LabelSettings, "restart"),

@@ -28,6 +28,7 @@ __all__ = [
     "ADAPTER_KINDS",
     "ADAPTER_WEIGHTS",
     "ARTIFACT_KINDS",
+    "AUTO_BACKEND",
     "BACKENDS",
     "BANK_KINDS",
     "CLASSIFICATION",
@@ -326,7 +327,8 @@ SWAPPABLE_ARTIFACT = register_artifact(
     "onnx-swappable", backend="onnx-swappable", help="one ONNX base graph; each row selects its adapters"
 ).name
 
-BACKENDS: tuple[str, ...] = tuple(a.backend for a in ARTIFACT_KINDS.values() if a.backend is not None)
+AUTO_BACKEND = "auto"  # torch, with ONNX graphs built and used where they measure faster (inference/auto_backend.py)
+BACKENDS: tuple[str, ...] = (AUTO_BACKEND, *(a.backend for a in ARTIFACT_KINDS.values() if a.backend is not None))
 
 
 # ------------------------------------------------------------------------------------------------ parameter counts

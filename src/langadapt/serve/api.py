@@ -345,9 +345,9 @@ def multi_task_response(decoded: Decoded, language: str, results: dict[str, list
     )
 
 
-def stack_out(route: Route) -> StackOut:
-    """The response's stack description of a route."""
-    return StackOut.model_validate(route.stack_dict())
+def stack_out(result: TextResult) -> StackOut:
+    """The response's description of the stack that labelled a text, and what computed it."""
+    return StackOut.model_validate({**result.route.stack_dict(), "served_by": result.served_by})
 
 
 def classification_result(r: TextResult) -> ClassificationResult:
@@ -358,7 +358,7 @@ def classification_result(r: TextResult) -> ClassificationResult:
         scores=[LabelScore(label=label, score=score) for label, score in r.scores],
         windows=r.windows,
         windowed=r.windows > 1,
-        stack=stack_out(r.route),
+        stack=stack_out(r),
     )
 
 
@@ -368,7 +368,7 @@ def ner_result(r: TextResult) -> NerResult:
         entities=[EntityOut(type=e.type, text=e.text, start=e.start, end=e.end, score=e.score) for e in r.entities],
         windows=r.windows,
         windowed=r.windows > 1,
-        stack=stack_out(r.route),
+        stack=stack_out(r),
     )
 
 

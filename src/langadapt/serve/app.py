@@ -384,6 +384,7 @@ def _worker_view(report: Mapping[str, Any]) -> WorkerView:
         cache_bytes=int(report.get("cache_bytes", 0)),
         budget_bytes=int(report.get("budget_bytes", 0)),
         last_swap=report.get("last_swap"),
+        runtime=dict(report.get("runtime") or {}),
     )
 
 

@@ -101,6 +101,11 @@ class StackOut(BaseModel):
     fallback_reason: str | None = Field(
         description="`no_language_adapter`, `related_language` or `language_adapter_version`"
     )
+    served_by: str = Field(
+        default="",
+        description="what computed it: `torch` (the adapter bank on the torch base), `onnx-swappable` (the bank on "
+        "the base's ONNX graph) or `onnx-fused:<precision>` (the stack's own fused graph)",
+    )
 
 
 class LabelScore(BaseModel):
@@ -306,6 +311,11 @@ class WorkerView(BaseModel):
     budget_bytes: int
     last_swap: dict[str, Any] | None = Field(
         default=None, description="when the last store generation went live here (wall-clock seconds) and what moved"
+    )
+    runtime: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the backend's choices: with `auto`, which ONNX graphs serve which stacks and the timings behind "
+        "them, builds running, and what is not used and why",
     )
 
 

@@ -50,7 +50,7 @@ from litserve.utils import LitAPIStatus, WorkerSetupStatus
 
 from langadapt.errors import LangadaptError
 from langadapt.inference.errors import error_body
-from langadapt.models.kinds import FUSED_ARTIFACT, TORCH_BACKEND
+from langadapt.models.kinds import AUTO_BACKEND, FUSED_ARTIFACT, TORCH_BACKEND
 from langadapt.paths import atomic_write
 from langadapt.serve.gateway import RETRY_AFTER_S
 from langadapt.serve.metrics import get_metrics, mark_process_dead
@@ -103,7 +103,8 @@ def share_base_with_workers(lit_api: ls.LitAPI) -> None:
     Only the fork server's first start reads it; a GPU worker moves its own copy to its device instead.
     """
     settings = getattr(lit_api, "settings", None)
-    if settings is not None and not settings.on_gpu and settings.backend in (TORCH_BACKEND, FUSED_ARTIFACT):
+    torch_base = (AUTO_BACKEND, TORCH_BACKEND, FUSED_ARTIFACT)  # the backends that load the torch base
+    if settings is not None and not settings.on_gpu and settings.backend in torch_base:
         os.environ[SHARED_BASE_ENV] = settings.base
 
 

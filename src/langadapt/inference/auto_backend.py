@@ -1,0 +1,323 @@
+"""`--backend auto` (the default): the torch bank path, and ONNX graphs wherever they measure faster here.
+
+- **Every stack** runs on the bank path: torch, or the base's swappable ONNX graph for the pass sizes where it
+  measured faster on this machine (timed against torch at start-up, or when the graph appears in the store).
+- **Hot stacks**: a stack used in `promote_after` passes gets a fused ONNX graph (int8 where the export's quality
+  gate passes on the adapter's recorded test file, fp32 otherwise). A missing graph is built in the background
+  by a `langadapt export` child (`builds.py`, parity-verified before it is published, as by hand); once in the
+  store it is timed against the bank path and serves the stack only if it is `MIN_GAIN` faster. A session idle
+  for `idle_s` is closed, and the open ones stay within `fused_bytes` (least recently used closed first).
+- With `build` on and a writable store, the swappable graph is built the same way once the server has run
+  `promote_after` bank passes.
+- On a GPU: the torch bank path alone (its batched kernels are the fast path there).
+
+Every choice and the timings behind it are in `describe()`, which the server shows in `/v1/adapters`, and each
+text's response names the path that computed it (`served_by` in its stack).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from langadapt.inference.backends import FusedBackend, TorchBackend, _precision_rank
+from langadapt.inference.builds import ArtifactBuilds, FusedBuild, SwappableBuild
+from langadapt.models.bank import BankLayout
+from langadapt.models.kinds import SWAPPABLE_ARTIFACT, TORCH_BACKEND
+
+if TYPE_CHECKING:
+    from langadapt.inference.routing import StackKey
+    from langadapt.models.base import BaseModelInfo
+    from langadapt.models.store_view import Candidate, LayeredStore
+
+log = logging.getLogger(__name__)
+
+AUTO_BACKEND = "auto"
+MIN_GAIN = 1.1  # an ONNX path replaces the torch one only when at least this much faster where measured
+SHAPES = ((1, 32), (4, 48), (16, 64))  # (rows, tokens) of the timing passes: one short text up to a full pass
+REPEATS = 3
+
+
+@dataclass(frozen=True)
+class AutoPolicy:
+    """When `auto` promotes and demotes: passes before a stack goes fused, idle time, memory, background builds."""
+
+    promote_after: int = 64
+    idle_s: float = 600.0
+    fused_bytes: int = 1024 * 1024 * 1024
+    build: bool = True
+
+
+def best_seconds(run: Callable[[], Any], repeats: int = REPEATS) -> float:
+    """The fastest of `repeats` timed calls, after one untimed warm-up call."""
+    run()
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def timing_inputs(rows: int, tokens: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Fixed token ids, a full mask and stack 0 for a timing pass of this shape."""
+    ids = torch.randint(5, 100, (rows, tokens), generator=torch.Generator().manual_seed(rows * 1000 + tokens))
+    return ids, torch.ones_like(ids), torch.zeros(rows, dtype=torch.long)
+
+
+class AutoBackend(FusedBackend):
+    """Torch bank path plus measured ONNX paths: the swappable graph for pass sizes it wins, fused hot stacks."""
+
+    name = AUTO_BACKEND
+
+    def __init__(
+        self,
+        info: BaseModelInfo,
+        device: torch.device,
+        threads: int | None,
+        stores: LayeredStore,
+        policy: AutoPolicy | None = None,
+    ) -> None:
+        super().__init__(info, device, threads, stores, max_sessions=1_000_000)  # memory, not a count, bounds it
+        self.policy = policy or AutoPolicy()
+        self.on_cpu = device.type == "cpu"
+        self.builds = ArtifactBuilds(stores)
+        self.version = 0  # bumped whenever a choice changes, so worker reports follow
+        self.swappable: Any | None = None
+        self.swappable_ref: str | None = None
+        self.swappable_wins: dict[int, bool] = {}  # padded tokens of a timing pass -> swappable was faster
+        self.timings: dict[str, dict[str, float]] = {}  # what was measured, for describe()
+        self.rejected: dict[str, str] = {}  # stack -> why it stays on the bank path
+        self.uses: Counter[StackKey] = Counter()
+        self.last_used: dict[StackKey, float] = {}
+        self.session_bytes: dict[StackKey, int] = {}
+        self.bank_passes = 0
+        self._last_bank: Mapping[str, Tensor] | None = None
+        self._candidates_at: int | None = None
+        if self.on_cpu:
+            self._adopt_swappable()
+
+    # ------------------------------------------------------------------------------------------ bank path
+
+    def hidden_states(
+        self, input_ids: Tensor, attention_mask: Tensor, stack_index: Tensor, bank: Mapping[str, Tensor]
+    ) -> Tensor:
+        """One batched pass on whichever bank path measured faster for a pass of about this size."""
+        self._last_bank = bank
+        self.bank_passes += 1
+        return self._bank_pass(input_ids, attention_mask, stack_index, bank)
+
+    def _bank_pass(
+        self, input_ids: Tensor, attention_mask: Tensor, stack_index: Tensor, bank: Mapping[str, Tensor]
+    ) -> Tensor:
+        if self.swappable is not None and self._swappable_for(input_ids.numel()):
+            return self._swappable_states(input_ids, attention_mask, stack_index, bank)
+        return TorchBackend.hidden_states(self, input_ids, attention_mask, stack_index, bank)
+
+    def bank_path(self, tokens: int) -> str:
+        """The name of the path a bank pass of `tokens` padded tokens takes now."""
+        return SWAPPABLE_ARTIFACT if self.swappable is not None and self._swappable_for(tokens) else TORCH_BACKEND
+
+    def _swappable_for(self, tokens: int) -> bool:
+        nearest = min(self.swappable_wins, key=lambda t: abs(math.log(t) - math.log(max(tokens, 1))))
+        return self.swappable_wins[nearest]
+
+    def _swappable_states(
+        self, input_ids: Tensor, attention_mask: Tensor, stack_index: Tensor, bank: Mapping[str, Tensor]
+    ) -> Tensor:
+        assert self.swappable is not None
+        hidden = self.swappable.hidden_states(
+            input_ids.numpy(),
+            attention_mask.numpy(),
+            stack_index.numpy(),
+            {name: tensor.numpy() for name, tensor in bank.items()},
+        )
+        return torch.from_numpy(hidden)
+
+    def _adopt_swappable(self) -> None:
+        """Open the store's swappable graph for this base, if any, and time it against torch per pass size."""
+        found = [
+            c
+            for c in self.stores.candidates()
+            if c.manifest.artifact == SWAPPABLE_ARTIFACT and c.manifest.base_fingerprint == self.info.fingerprint
+        ]
+        if not found:
+            return
+        chosen = min(found, key=lambda c: (_precision_rank(c), -c.ref.version))
+        if str(chosen.ref) == self.swappable_ref:
+            return
+        self.swappable_ref = str(chosen.ref)
+        from langadapt.export.runtime import SwappableRuntime
+
+        manifest, folder = self.stores.open_ref(chosen.ref, self.info.fingerprint)
+        saved = dict(manifest.layout or {})
+        layout = BankLayout(**{**saved, "lora_matrices": tuple(saved.get("lora_matrices", ()))}) if saved else None
+        if layout != self.layout:
+            self.rejected[SWAPPABLE_ARTIFACT] = f"{chosen.ref} was exported for another adapter layout"
+            return
+        try:
+            runtime = SwappableRuntime(folder, device="cpu", threads=self.threads)
+        except Exception as err:  # an unusable graph: torch serves
+            self.rejected[SWAPPABLE_ARTIFACT] = f"{chosen.ref} cannot be opened: {err}"
+            return
+        bank = self.new_bank(capacity=2).tensors()
+        wins: dict[int, bool] = {}
+        for rows, tokens in SHAPES:
+            ids, mask, index = timing_inputs(rows, tokens)
+            torch_s = best_seconds(lambda: TorchBackend.hidden_states(self, ids, mask, index, bank))  # noqa: B023
+            onnx_s = best_seconds(
+                lambda: runtime.hidden_states(
+                    ids.numpy(),  # noqa: B023
+                    mask.numpy(),  # noqa: B023
+                    index.numpy(),  # noqa: B023
+                    {n: t.numpy() for n, t in bank.items()},
+                )
+            )
+            wins[rows * tokens] = torch_s / onnx_s >= MIN_GAIN
+            self.timings[f"{SWAPPABLE_ARTIFACT} {rows}x{tokens}"] = {
+                "torch_ms": round(torch_s * 1000, 2),
+                "onnx_ms": round(onnx_s * 1000, 2),
+                "speed_up": round(torch_s / onnx_s, 3),
+            }
+        if any(wins.values()):
+            self.swappable, self.swappable_wins = runtime, wins
+            self.rejected.pop(SWAPPABLE_ARTIFACT, None)
+        else:
+            self.rejected[SWAPPABLE_ARTIFACT] = f"{chosen.ref} was slower than torch at every timed pass size"
+        self.version += 1
+        log.info("auto backend: swappable graph %s used for %s", chosen.ref, wins)
+
+    # ----------------------------------------------------------------------------------------- hot stacks
+
+    def fused_for(self, key: StackKey) -> Any | None:
+        """The stack's fused session when it is hot and measured faster; meanwhile, its build is started."""
+        now = time.monotonic()
+        with self._lock:
+            self._follow_artifacts()
+            self.uses[key] += 1
+            self.last_used[key] = now
+            self._close_idle(now)
+            if key in self._sessions:
+                self._sessions.move_to_end(key)
+                return self._sessions[key]
+            if not self.on_cpu or str(key) in self.rejected or self.uses[key] < self.policy.promote_after:
+                return None
+            found = self._index.get(self._signature(key))
+            if found:
+                return self._promote(key, min(found, key=lambda c: (_precision_rank(c), -c.ref.version)))
+            self._build(key)
+            return None
+
+    def _promote(self, key: StackKey, chosen: Candidate) -> Any | None:
+        """Open the stack's fused graph, time it against the bank path, and keep it only if it is faster."""
+        size = int(chosen.manifest.extra.get("graph_bytes") or 0)
+        if size > self.policy.fused_bytes:
+            self.rejected[str(key)] = f"{chosen.ref} ({size >> 20} MiB) exceeds the fused budget"
+            return None
+        try:
+            session = self._open(chosen)
+        except Exception as err:
+            self.rejected[str(key)] = f"{chosen.ref} cannot be opened: {err}"
+            return None
+        bank = self._last_bank or self.new_bank(capacity=2).tensors()
+        ratios = []
+        for rows, tokens in SHAPES[:2]:  # hot stacks are served in small passes of their own
+            ids, mask, index = timing_inputs(rows, tokens)
+            bank_s = best_seconds(lambda: self._bank_pass(ids, mask, index, bank))  # noqa: B023
+            fused_s = best_seconds(lambda: session.run(ids.numpy(), mask.numpy()))  # noqa: B023
+            ratios.append(bank_s / fused_s)
+        gain = float(np.exp(np.mean(np.log(ratios))))
+        self.timings[str(key)] = {"speed_up": round(gain, 3), "artifact": str(chosen.ref)}  # type: ignore[dict-item]
+        self.version += 1
+        if gain < MIN_GAIN:
+            self.rejected[str(key)] = f"{chosen.ref} measured {gain:.2f}x the bank path (needs {MIN_GAIN}x)"
+            return None
+        while self._sessions and sum(self.session_bytes.values()) + size > self.policy.fused_bytes:
+            old, _ = self._sessions.popitem(last=False)
+            self.session_bytes.pop(old, None)
+        self._sessions[key] = session
+        self.session_bytes[key] = size
+        log.info("auto backend: %s serves fused from %s (%.2fx the bank path)", key, chosen.ref, gain)
+        return session
+
+    def _close_idle(self, now: float) -> None:
+        for key in [k for k in self._sessions if now - self.last_used.get(k, now) > self.policy.idle_s]:
+            del self._sessions[key]
+            self.session_bytes.pop(key, None)
+            self.uses[key] = 0  # it has to earn promotion again
+            self.version += 1
+            log.info("auto backend: %s idle for %.0f s, fused session closed", key, self.policy.idle_s)
+
+    def _build(self, key: StackKey) -> None:
+        if not self.policy.build:
+            return
+        language = key.language
+        build = FusedBuild(
+            key.task.id,
+            key.task.version,
+            language.id if language else None,
+            language.version if language else None,
+        )
+        failed = self.builds.failed(build)
+        if failed is not None:
+            self.rejected[str(key)] = f"its fused build failed: {failed}"
+        elif self.builds.start(build):
+            self.version += 1
+
+    def _follow_artifacts(self) -> None:
+        """Collect ended builds; on a new store generation re-index fused graphs and look for a swappable one."""
+        for key, problem in self.builds.poll().items():
+            self.version += 1
+            if problem is not None:
+                log.warning("auto backend: build %s failed (%s)", key, problem)
+        self._follow_store()
+        if self.on_cpu and self._candidates_at != self._generation:
+            self._candidates_at = self._generation
+            self._adopt_swappable()
+        if (
+            self.on_cpu
+            and self.policy.build
+            and self.swappable_ref is None
+            and self.bank_passes >= self.policy.promote_after
+        ):
+            self.builds.start(SwappableBuild(self.info.id))
+
+    # ------------------------------------------------------------------------------------------- reports
+
+    def served_by(self, key: StackKey, tokens: int) -> str:
+        """The path that computes a stack's rows in a pass of `tokens` padded tokens."""
+        session = self._sessions.get(key)
+        if session is not None:
+            return f"onnx-fused:{getattr(session, 'precision', None) or 'fp32'}"
+        return self.bank_path(tokens)
+
+    def describe(self) -> dict[str, Any]:
+        """Every choice, and the timings behind it: for `/v1/adapters`."""
+        with self._lock:
+            return {
+                "backend": self.name,
+                "bank_path": {
+                    "swappable_graph": self.swappable_ref if self.swappable is not None else None,
+                    "swappable_for_tokens": {str(t): won for t, won in sorted(self.swappable_wins.items())},
+                },
+                "fused": {str(k): {"bytes": self.session_bytes.get(k, 0)} for k in self._sessions},
+                "fused_budget_bytes": self.policy.fused_bytes,
+                "promote_after_passes": self.policy.promote_after,
+                "building": self.builds.running(),
+                "build_problem": self.builds.problem() if self.policy.build else "background builds are off",
+                "timings": dict(self.timings),
+                "not_used": dict(self.rejected),
+            }
+
+    def close(self) -> None:
+        """Stop background builds."""
+        self.builds.stop()
