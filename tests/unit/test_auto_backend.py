@@ -181,3 +181,20 @@ def test_a_read_only_store_builds_nothing_and_says_why(stacks: Stacks, monkeypat
     assert {r.served_by for r in answers_[0]} == {"torch"}  # type: ignore[union-attr]
     report = e.status()["runtime"]
     assert report["building"] == [] and report["build_problem"] == "the store is read-only"
+
+
+def test_only_a_stack_with_a_large_share_of_recent_uses_is_hot(stacks: Stacks) -> None:
+    backend = engine(stacks, auto_promote_after=4, auto_build=False).backend
+    assert isinstance(backend, AutoBackend)
+    keys: list[Any] = ["a", "b", "c", "d", "e"]  # any hashable stands for a stack here
+    for _ in range(6):
+        for key in keys:
+            backend._count_use(key)
+    assert not any(backend._hot(k) for k in keys)  # five equal shares of 20 %: a mixed stream builds nothing
+    for _ in range(40):
+        backend._count_use("a")
+    assert backend._hot("a") and not backend._hot("b")
+    before = backend.uses["a"]
+    for _ in range(8 * 4):
+        backend._count_use("b")
+    assert backend.uses["a"] < before  # counts halved: old traffic fades

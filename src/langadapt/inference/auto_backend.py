@@ -2,11 +2,13 @@
 
 - **Every stack** runs on the bank path: torch, or the base's swappable ONNX graph for the pass sizes where it
   measured faster on this machine (timed against torch at start-up, or when the graph appears in the store).
-- **Hot stacks**: a stack used in `promote_after` passes gets a fused ONNX graph (int8 where the export's quality
-  gate passes on the adapter's recorded test file, fp32 otherwise). A missing graph is built in the background
-  by a `langadapt export` child (`builds.py`, parity-verified before it is published, as by hand); once in the
-  store it is timed against the bank path and serves the stack only if it is `MIN_GAIN` faster. A session idle
-  for `idle_s` is closed, and the open ones stay within `fused_bytes` (least recently used closed first).
+- **Hot stacks**: a stack used in `promote_after` passes, and in at least `HOT_SHARE` of the recent ones (use
+  counts halve every `8 × promote_after` uses, so old traffic fades), gets a fused ONNX graph (int8 where the
+  export's quality gate passes on the adapter's recorded test file, fp32 otherwise). A missing graph is built in
+  the background by a `langadapt export` child (`builds.py`, parity-verified before it is published, as by
+  hand); once in the store it is timed against the bank path and serves the stack only if it is `MIN_GAIN`
+  faster. A session idle for `idle_s` is closed, and the open ones stay within `fused_bytes` (least recently
+  used closed first).
 - With `build` on and a writable store, the swappable graph is built the same way once the server has run
   `promote_after` bank passes.
 - On a GPU: the torch bank path alone (its batched kernels are the fast path there).
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 AUTO_BACKEND = "auto"
 MIN_GAIN = 1.1  # an ONNX path replaces the torch one only when at least this much faster where measured
+HOT_SHARE = 0.25  # a stack is hot when at least this share of recent stack uses is its own
 SHAPES = ((1, 32), (4, 48), (16, 64))  # (rows, tokens) of the timing passes: one short text up to a full pass
 REPEATS = 3
 
@@ -101,6 +104,7 @@ class AutoBackend(FusedBackend):
         self.last_used: dict[StackKey, float] = {}
         self.session_bytes: dict[StackKey, int] = {}
         self.bank_passes = 0
+        self._uses_since_decay = 0
         self._last_bank: Mapping[str, Tensor] | None = None
         self._candidates_at: int | None = None
         if self.on_cpu:
@@ -203,19 +207,32 @@ class AutoBackend(FusedBackend):
         now = time.monotonic()
         with self._lock:
             self._follow_artifacts()
-            self.uses[key] += 1
+            self._count_use(key)
             self.last_used[key] = now
             self._close_idle(now)
             if key in self._sessions:
                 self._sessions.move_to_end(key)
                 return self._sessions[key]
-            if not self.on_cpu or str(key) in self.rejected or self.uses[key] < self.policy.promote_after:
+            if not self.on_cpu or str(key) in self.rejected or not self._hot(key):
                 return None
             found = self._index.get(self._signature(key))
             if found:
                 return self._promote(key, min(found, key=lambda c: (_precision_rank(c), -c.ref.version)))
             self._build(key)
             return None
+
+    def _count_use(self, key: StackKey) -> None:
+        """Count a use; every `8 × promote_after` uses all counts halve, so that old traffic fades."""
+        self.uses[key] += 1
+        self._uses_since_decay += 1
+        if self._uses_since_decay >= 8 * self.policy.promote_after:
+            self._uses_since_decay = 0
+            self.uses = Counter({k: n // 2 for k, n in self.uses.items() if n > 1})
+
+    def _hot(self, key: StackKey) -> bool:
+        """Used `promote_after` times and in at least HOT_SHARE of the recent uses."""
+        uses = self.uses[key]
+        return uses >= self.policy.promote_after and uses >= HOT_SHARE * sum(self.uses.values())
 
     def _promote(self, key: StackKey, chosen: Candidate) -> Any | None:
         """Open the stack's fused graph, time it against the bank path, and keep it only if it is faster."""
