@@ -5,13 +5,17 @@
 
 Systems, each its own process tree on a free loopback port, all up during a stream:
 - `langadapt`: `langadapt serve` as `make serve` starts it (default flags: default workers and threads,
-  torch backend, the packaged default adapters) plus its own `--store` and `--runtime-dir`;
+  backend auto, the packaged default adapters) plus its own `--store` and `--runtime-dir`; each stream's store
+  holds the swappable graph that a first start of auto builds (exported before the servers start);
+- `langadapt-torch`: the same with `--backend torch` (the default before backend auto), for comparison;
 - `adapters-paper`: the `adapters` library the seed paper's way (one AutoAdapterModel, every adapter loaded,
   requests grouped by stack, `Stack` set active, batched forwards), and
 - `pipeline-per-stack`: a transformers `pipeline` per stack (what a newcomer writes), both behind the same
   minimal HTTP layer, FastAPI on uvicorn in one process (bench/peers_servers.py); torch uses every core.
 - `ort-per-stack` (hot-stack stream only): one ONNX Runtime session per stack on the graph `langadapt export
   fused` made for it (what a Triton model repository does), behind the same layer, batched per stack;
+- `optimum-per-stack` (hot-stack stream only): optimum's `ORTModelForSequenceClassification` /
+  `ORTModelForTokenClassification` on the same fused graphs (what an optimum user does);
 - `langadapt-onnx-swappable` (mixed stream only; `--no-swappable` leaves it out): `langadapt serve --backend
   onnx-swappable` after `langadapt export swappable` into the stream's store. Another langadapt backend, not a
   peer.
@@ -22,7 +26,8 @@ Streams, each with its own servers (started one after another: start-up time is 
 - `longtail`: requests over >= 100 language+task stacks of random seq_bn adapters (bench/serve.py's store:
   a language adapter and three task adapters per language), stacks in a shuffled order, the same sentences;
 - `hot` (`--no-hot` leaves it out): every request on one default stack (hau_Latn topic), langadapt against one
-  fused ORT session (`ratio_vs_fused_ort`) and the adapters library.
+  fused ORT session (`ratio_vs_fused_ort`), optimum on the same graph and the adapters library; the stack's fused
+  graph is in langadapt's store too, and auto times and uses it once the stack is hot.
 
 In each round, every concurrency level, every system in turn (the order rotates per round) gets the same
 requests from N keep-alive clients (bench/pool.py `load_round`). Per system: requests/s, p50/p99 latency per
@@ -31,9 +36,10 @@ langadapt the padded/real token ratio of its engine passes (`langadapt_padded_to
 `langadapt_batch_tokens_sum` in /metrics). `ratio_vs_best_peer` is langadapt's throughput over the best
 peer's at 8 clients on the same stream, same run.
 
-Not measured here (issue 13 asks for them too): one ONNX Runtime session per stack on the mixed stream and
-the long tail (`langadapt export fused` per stack: 14-75 s each here, too long for --quick), optimum
-`ORTModelFor...` peers, and the swappable backend on the long tail.
+Each langadapt server's backend choices (`runtime` of every worker in /v1/adapters) are recorded per stream.
+
+Not measured here: one ONNX Runtime session (or optimum ORTModel) per stack on the mixed stream and the long
+tail (`langadapt export fused` per stack: 14-75 s each here and a 470 MB base per stack in one process).
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ from pool import (
     tree_memory,
     versions,
 )
-from serve import build_store, free_port, log, serving
+from serve import ADMIN_KEY, build_store, free_port, log, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -81,18 +87,25 @@ PEERS = {
     "ort-per-stack": "one ONNX Runtime session per stack on its `langadapt export fused` graph (what a Triton "
     "model repository does: a base per stack), requests gathered and batched per stack as adapters-paper; "
     "FastAPI/uvicorn, one process, no torch, ORT intra-op threads = cores (hot-stack stream only)",
+    "optimum-per-stack": "optimum's ORTModelForSequenceClassification / ORTModelForTokenClassification per stack on "
+    "the same fused graphs as ort-per-stack (the base's config with the stack's labels beside each), batched per "
+    "stack as adapters-paper; FastAPI/uvicorn, one process, ORT intra-op threads = cores (hot-stack stream only)",
 }
 ORT = "ort-per-stack"
-SYSTEMS = (DEFAULT, "adapters-paper", "pipeline-per-stack")  # mixed (plus SWAPPABLE) and long tail
-HOT_SYSTEMS = (DEFAULT, ORT, "adapters-paper")
+OPTIMUM = "optimum-per-stack"
+TORCH_ARM = "langadapt-torch"  # the old default backend: `--backend torch`
+SYSTEMS = (DEFAULT, TORCH_ARM, "adapters-paper", "pipeline-per-stack")  # mixed (plus SWAPPABLE) and long tail
+HOT_SYSTEMS = (DEFAULT, TORCH_ARM, ORT, OPTIMUM, "adapters-paper")
 HOT_STACK = ("topic", "hau_Latn")
-SWAPPABLE_FLAGS = ["--backend", "onnx-swappable"]
+BACKEND_FLAGS = {DEFAULT: [], SWAPPABLE: ["--backend", "onnx-swappable"], TORCH_ARM: ["--backend", "torch"]}
 COLOURS = {
     DEFAULT: "C0",
     SWAPPABLE: "C1",
     "adapters-paper": "C2",
     "pipeline-per-stack": "C3",
     ORT: "C4",
+    OPTIMUM: "C5",
+    TORCH_ARM: "C7",
 }  # one per system
 GOALS = {"mixed": 1.5, "longtail": 1.2, "padded_per_real": 1.3}
 
@@ -120,12 +133,12 @@ def system_command(
     system: str, port: int, store: Path, runtime: Path, stacks: Path, artifacts: Path | None
 ) -> tuple[list[str], dict[str, str]]:
     """How each system is started: langadapt as `make serve` starts it, the peers by bench/peers_servers.py."""
-    if system in (DEFAULT, SWAPPABLE):
+    if system in BACKEND_FLAGS:
         command, env = server_command("new", port, store, runtime)
-        return command + (SWAPPABLE_FLAGS if system == SWAPPABLE else []), env
+        return command + BACKEND_FLAGS[system], {**env, "LANGADAPT_ADMIN_KEYS": ADMIN_KEY}
     script = Path(__file__).with_name("peers_servers.py")
     command = [sys.executable, str(script), system, "--port", str(port), "--store", str(store), "--stacks", str(stacks)]
-    if system == ORT and artifacts is not None:
+    if system in (ORT, OPTIMUM) and artifacts is not None:
         command += ["--artifacts", str(artifacts)]
     return command, dict(os.environ)
 
@@ -143,6 +156,15 @@ def token_counts(url: str) -> dict[str, float]:
             elif sample.name == "langadapt_padded_tokens_total":
                 out["padded"] += sample.value
     return out
+
+
+def worker_runtimes(url: str) -> list[dict[str, Any]]:
+    """Each langadapt worker's backend choices (`runtime` in /v1/adapters): which ONNX graphs serve, and timings."""
+    import httpx
+
+    reply = httpx.get(f"{url}/v1/adapters", headers={"X-API-Key": ADMIN_KEY}, timeout=30)
+    reply.raise_for_status()
+    return [worker.get("runtime", {}) for worker in reply.json()["workers"]]
 
 
 def export_swappable(store: Path) -> float:
@@ -216,6 +238,8 @@ def run_stream(
         for system, pid in pids.items():
             memory = tree_memory(pid)
             systems[system]["memory"] = {k: memory[k] for k in ("pss_bytes", "rss_bytes", "processes")}
+            if system in BACKEND_FLAGS:
+                systems[system]["runtime"] = worker_runtimes(urls[system])
     for figures in systems.values():
         latencies = figures.pop("latencies")
         figures["levels"] = {}
@@ -316,7 +340,9 @@ def hot_stream(texts: dict[str, list[str]], args: argparse.Namespace, levels: li
         (task, language, [pool[(2 * i + k) % len(pool)] for k in range(1 + i % 2)]) for i in range(args.requests)
     ]
     rounds = [requests] * args.rounds
-    warm = requests[:4]
+    # Steady state: enough traffic for auto to find the stack hot (its promote_after passes per worker), as any
+    # server with one busy stack soon has; every system gets the same warm-up.
+    warm = requests * 4
     out = run_stream("hot", HOT_SYSTEMS, store, [HOT_STACK], rounds, warm, levels, args.cap, tmp, artifacts)
     at = str(out["ratio_vs_best_peer"]["clients"])
     rps = {system: out["systems"][system]["levels"][at]["rps"] for system in HOT_SYSTEMS}
@@ -361,16 +387,16 @@ def main(argv: list[str] | None = None) -> int:
         stacks = [(task, language) for language in LANGUAGES for task in TASKS]
         rounds = [mixed_requests(texts, args.requests)] * args.rounds
         warm = [(task, language, texts[language][:1]) for task, language in stacks]  # the 15 stacks hot
-        mixed_systems: tuple[str, ...] = SYSTEMS
-        export_seconds = None
-        if not args.no_swappable:
-            export_seconds = export_swappable(mixed_store)
-            mixed_systems = (DEFAULT, SWAPPABLE, *SYSTEMS[1:])
+        # The default (backend auto) finds the swappable graph a server built on an earlier start (cached in the
+        # store): exported here before the servers start, as after that first start.
+        export_seconds = export_swappable(mixed_store)
+        mixed_systems = SYSTEMS if args.no_swappable else (DEFAULT, SWAPPABLE, *SYSTEMS[1:])
         streams["mixed"] = run_stream(
             "mixed", mixed_systems, mixed_store, stacks, rounds, warm, mixed_levels, args.cap, tmp
         )
         streams["mixed"]["swappable_export_s"] = export_seconds
         setup = build_store("embedded", tmp / "longtail", args.longtail_stacks, log)
+        export_swappable(Path(setup["store"]))  # as for the mixed stream: the graph an earlier start built
         stacks = [(task, language) for language in setup["languages"] for task in TASKS]
         # Each round its own shuffled order, the same for every system.
         count = max(args.requests, len(stacks))  # every stack at least once a round
@@ -395,17 +421,20 @@ def main(argv: list[str] | None = None) -> int:
             "clients": {"mixed": mixed_levels, "longtail": tail_levels},
             "load_average_before": load_before,
             "load_average_after": os.getloadavg(),
-            "default": "langadapt serve as `make serve` starts it (default flags, torch backend) + --host 127.0.0.1 "
-            "--port <free> --store <stream's store> --runtime-dir <tmp>",
+            "default": "langadapt serve as `make serve` starts it (default flags: backend auto) + --host 127.0.0.1 "
+            "--port <free> --store <stream's store> --runtime-dir <tmp>; each stream's store holds the swappable "
+            "graph a first start builds (exported before the servers start); the hot stream's store the hot "
+            "stack's fused graph (the one ort-per-stack loads), which auto times and uses once the stack is hot",
+            "torch_arm": "langadapt serve --backend torch: the default before backend auto",
             "http_layer_of_peers": "FastAPI on uvicorn, one process (bench/peers_servers.py)",
             "memory": "PSS/RSS summed over each system's process tree after the rounds, every system of the stream up",
             "swappable_arm": "langadapt serve --backend onnx-swappable on the mixed stream only, after `langadapt "
             "export swappable` into its store (not a peer: ratio_vs_best_peer compares the default with the peers)",
             "not_measured": [
-                "langadapt --backend onnx-swappable on the long tail",
-                "one ONNX Runtime session per stack on the mixed stream and the long tail (a fused export per "
-                "stack: 14-75 s each here); only on the hot-stack stream",
-                "optimum ORTModelForTokenClassification / ORTModelForSequenceClassification",
+                "langadapt --backend onnx-swappable on the long tail (auto uses the same graph there)",
+                "one ONNX Runtime session (or optimum ORTModel) per stack on the mixed stream and the long tail: a "
+                "fused export per stack takes 14-75 s here and holds a 470 MB base each (15 stacks: 7 GB in one "
+                "process, 102: 48 GB); only on the hot-stack stream",
             ],
         },
         "peers": PEERS,

@@ -20,6 +20,9 @@ langadapt server serves (`store_view(--store)`: the packaged defaults under the 
 - `ort-per-stack`: what a Triton model repository does: one ONNX Runtime session per stack on the fused graph
   `langadapt export fused` made for it (`--artifacts`), requests gathered and batched per stack as
   `adapters-paper` does; the process imports no torch.
+- `optimum-per-stack`: what an optimum user does: `ORTModelForSequenceClassification` /
+  `ORTModelForTokenClassification` per stack, on the same fused graphs (with the base's config and the stack's
+  labels beside each), batched per stack as `adapters-paper` does.
 """
 
 from __future__ import annotations
@@ -159,6 +162,47 @@ class OrtPerStack(PaperBatcher):
         return out
 
 
+class OptimumPerStack(OrtPerStack):
+    """optimum's `ORTModelFor{Sequence,Token}Classification` per stack, on the same fused graphs, batched per stack."""
+
+    def run_groups(self, groups: dict[tuple[str, str], list[str]]) -> dict[tuple[str, str], list[Any]]:
+        out: dict[tuple[str, str], list[Any]] = {}
+        for key, texts in groups.items():
+            model = self.runtimes[key]
+            labels = {int(i): label for i, label in model.config.id2label.items()}
+            rows: list[Any] = []
+            for i in range(0, len(texts), PAPER_BATCH):
+                batch = self.tokenizer(
+                    texts[i : i + PAPER_BATCH], padding=True, truncation=True, max_length=512, return_tensors="pt"
+                )
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                rows.extend(decode(key[0], labels, np.asarray(logits), batch["attention_mask"].numpy()))
+            out[key] = rows
+        return out
+
+
+def optimum_model(task: str, artifact: Path, folder: Path) -> Any:
+    """An optimum ORTModel on a fused artifact: its graph and the base's config with the stack's labels."""
+    import onnxruntime as ort
+    from optimum.onnxruntime import ORTModelForSequenceClassification, ORTModelForTokenClassification
+
+    from langadapt.models.base import resolve_base_model
+    from langadapt.models.kinds import GRAPH_FILE, MANIFEST_FILE
+
+    labels = json.loads((artifact / MANIFEST_FILE).read_text())["labels"]
+    config = json.loads((resolve_base_model("embedded").path / "config.json").read_text())
+    config.update(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    graph = folder / "model.onnx"
+    if not graph.exists():
+        graph.symlink_to((artifact / GRAPH_FILE).resolve())
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    kind = ORTModelForTokenClassification if task == "ner" else ORTModelForSequenceClassification
+    return kind.from_pretrained(folder, provider="CPUExecutionProvider", session_options=options)
+
+
 def decode(task: str, labels: dict[int, str], logits: np.ndarray, mask: np.ndarray) -> list[dict[str, Any]]:
     """Argmax label and score per text (classification) or a label per real token (NER; no span decoding)."""
     shifted = np.exp(logits - logits.max(-1, keepdims=True))
@@ -214,6 +258,15 @@ def build_app(system: str, store: str, stacks: list[tuple[str, str]], artifacts:
         runtimes = {key: FusedRuntime(artifacts[key], device="cpu", threads=os.cpu_count()) for key in stacks}
         runner = OrtPerStack(load_tokenizer(resolve_base_model("embedded")), runtimes)
         names: Any = runtimes
+    elif system == "optimum-per-stack":  # optimum's ORTModel classes on the same graphs, no adapters library
+        from langadapt.models.base import load_tokenizer, resolve_base_model
+
+        models = {
+            key: optimum_model(key[0], Path(artifacts[key]), Path(artifacts[key]).parent / f"optimum-{'-'.join(key)}")
+            for key in stacks
+        }
+        runner = OptimumPerStack(load_tokenizer(resolve_base_model("embedded")), models)
+        names = models
     else:
         model, tokenizer, names = load_stacks(store, stacks)
         runner = (
@@ -249,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("system", choices=["adapters-paper", "pipeline-per-stack", "ort-per-stack"])
+    parser.add_argument(
+        "system", choices=["adapters-paper", "pipeline-per-stack", "ort-per-stack", "optimum-per-stack"]
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--store", required=True)
     parser.add_argument("--stacks", type=Path, required=True, help="JSON [[task, language], ...]")

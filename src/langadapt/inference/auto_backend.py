@@ -54,7 +54,7 @@ REPEATS = 3
 class AutoPolicy:
     """When `auto` promotes and demotes: passes before a stack goes fused, idle time, memory, background builds."""
 
-    promote_after: int = 64
+    promote_after: int = 32
     idle_s: float = 600.0
     fused_bytes: int = 1024 * 1024 * 1024
     build: bool = True

@@ -66,7 +66,7 @@ class InferenceSettings(BaseModel):
         default=None, ge=1, description="Padded tokens per forward pass (default: 512 on a CPU, 16384 on CUDA)."
     )
     auto_promote_after: int = Field(
-        default=64, ge=1, description="Backend auto: passes of one stack before it gets a fused ONNX graph."
+        default=32, ge=1, description="Backend auto: passes of one stack before it gets a fused ONNX graph."
     )
     auto_fused_mb: float = Field(
         default=1024.0, ge=0.0, description="Backend auto: memory for open fused graphs per worker, in MiB."
