@@ -225,6 +225,8 @@ def start_serve(tmp: Path, *args: str, env: dict[str, str] | None = None, own_ca
     elif "LANGADAPT_CACHE" in os.environ:
         environ["LANGADAPT_CACHE"] = os.environ["LANGADAPT_CACHE"]
     environ.update({"TOKENIZERS_PARALLELISM": "false", **(env or {})})
+    if "--auto-build" not in args and "--no-auto-build" not in args:
+        args = (*args, "--no-auto-build")  # no background ONNX exports on 2-core CI unless a test asks for them
     command = [sys.executable, "-m", "langadapt.serve", *args, "--port", str(port)]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environ, start_new_session=True)

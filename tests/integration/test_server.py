@@ -180,6 +180,7 @@ def test_fallbacks_are_reported(server: Server) -> None:
         hausa = client.post("/v1/ner", json={"lang": "ha", "texts": [HA_TEXT]}).json()["results"][0]
         kinyarwanda = client.post("/v1/topic", json={"lang": "rw", "texts": ["Umwana yagiye ku ishuri."]}).json()
     assert hausa["stack"]["fallback"] is False and hausa["stack"]["task_only"] is True  # trained without one
+    assert hausa["stack"]["served_by"] == "torch"  # backend auto, no ONNX graph in the store: the torch bank
     assert kinyarwanda["language"] == "kin_Latn"
     stack = kinyarwanda["results"][0]["stack"]
     assert (stack["fallback_reason"], stack["adapter_language"]) == ("related_language", "swh_Latn")
@@ -476,6 +477,8 @@ def test_admin_lists_loads_pins_and_unloads_idempotently(server: Server) -> None
         ids = {a["id"] for a in listing["available"]}
         assert {"yor_Latn-ner", "yor_Latn-mlm-seq_bn", "hau_Latn-ner", "swh_Latn-topic"} <= ids
         assert len(listing["workers"]) == 2 and len({w["pid"] for w in listing["workers"]}) == 2
+        runtimes = [w["runtime"] for w in listing["workers"]]
+        assert all(r["backend"] == "auto" and r["build_problem"] == "background builds are off" for r in runtimes)
 
         for _ in range(2):
             response = admin.delete("/v1/adapters/hau_Latn-ner")

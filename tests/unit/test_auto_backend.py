@@ -198,3 +198,21 @@ def test_only_a_stack_with_a_large_share_of_recent_uses_is_hot(stacks: Stacks) -
     for _ in range(8 * 4):
         backend._count_use("b")
     assert backend.uses["a"] < before  # counts halved: old traffic fades
+
+
+def test_timings_are_measured_once_per_machine_and_reused(
+    stacks: Stacks, gain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langadapt.export import export_swappable
+
+    export_swappable(stacks.store, base=str(stacks.info.path))
+    gain(0.0)
+    first = engine(stacks, auto_build=False).status()["runtime"]
+    assert first["bank_path"]["swappable_graph"]
+
+    def measured_again(*_: Any, **__: Any) -> float:
+        raise AssertionError("timed again although the store holds this machine's timings")
+
+    monkeypatch.setattr(auto_backend, "best_seconds", measured_again)
+    second = engine(stacks, auto_build=False).status()["runtime"]
+    assert second["timings"] == first["timings"] and second["bank_path"] == first["bank_path"]
