@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -41,6 +41,7 @@ from langadapt.training.mlm_text import read_mlm_text
 from langadapt.training.pppl import PseudoPerplexity, masked_token_logits, pseudo_perplexity
 from langadapt.training.readers import read_verbalised_triples
 from langadapt.training.runs import RUN_FILE, RunRecord
+from langadapt.training.settings_file import settings_data
 
 __all__ = [
     "ADAPTER_DIR",
@@ -80,6 +81,13 @@ class LanguageAdapterSettings(BaseModel):
     """Everything a language-adapter run needs; defaults are the paper's (batch 16, lr 1e-4, mask 0.15)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    # The flags of `langadapt train lang`, in `--help` order; the other fields are set in a `--config` file.
+    FLAGS: ClassVar[tuple[str, ...]] = (
+        "language", "kind", "text", "kg_edges", "kg_triples", "dev", "base", "store", "out_dir", "max_steps",
+        "epochs", "learning_rate", "batch_size", "mask_probability", "max_length", "eval_every", "patience",
+        "max_examples", "pppl_sentences", "seed", "licence", "on_bad_row", "publish", "progress",
+    )  # fmt: skip
 
     language: str = Field(description="language code in any accepted form (yo, yor, yor_Latn); stored canonical")
     kind: str = Field(default=DEFAULT_KIND, description="adapter kind (a registered one: seq_bn, seq_bn_inv, lora)")
@@ -123,23 +131,15 @@ class LanguageAdapterSettings(BaseModel):
 
     @classmethod
     def from_file(cls, path: Path, **overrides: Any) -> LanguageAdapterSettings:
-        """Settings from a JSON or TOML file, with `overrides` (e.g. command-line flags) winning."""
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise LangadaptError(f"cannot read config file {path}: {err.strerror}", "check the --config path") from None
-        try:
-            if path.suffix.lower() == ".toml":
-                import tomllib
+        """Settings from a JSON, YAML or TOML file, with `overrides` (e.g. command-line flags) winning."""
+        return cls.validated(settings_data(path, overrides), origin=str(path))
 
-                data = tomllib.loads(text)
-            else:
-                data = json.loads(text)
-        except ValueError as err:
-            raise LangadaptError(f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {err}", "fix it") from None
-        if not isinstance(data, dict):
-            raise LangadaptError(f"{path} must hold an object of settings", 'e.g. {"lr": 1e-4}')
-        return cls.validated({**data, **overrides}, origin=str(path))
+    @classmethod
+    def load(cls, config: Path | None, flags: Mapping[str, Any]) -> LanguageAdapterSettings:
+        """Settings from the flags given, over the `--config` file if there is one, over the defaults."""
+        if config is not None:
+            return cls.from_file(config, **flags)
+        return cls.validated({k: v for k, v in flags.items() if v is not None}, origin="the command line")
 
     @classmethod
     def validated(cls, data: dict[str, Any], origin: str = "the settings") -> LanguageAdapterSettings:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
@@ -45,6 +45,7 @@ from langadapt.training.loop import announce
 from langadapt.training.reading import ReadOptions, options_error, read_split, recorded_options
 from langadapt.training.recipes import Recipe, rate, recipe_for, recipes_help
 from langadapt.training.runs import RunRecord
+from langadapt.training.settings_file import settings_data
 
 if TYPE_CHECKING:
     import torch
@@ -107,6 +108,16 @@ class TaskTrainSettings(ReadOptions):
     """
 
     model_config = ConfigDict(extra="forbid")
+
+    # Every field is a flag of `langadapt train task`, listed in `--help` in this order.
+    FLAGS: ClassVar[tuple[str, ...]] = (
+        "language", "task", "train", "dev", "test", "lang_adapter", "lang_adapter_version", "full_finetune",
+        "kind", "base", "store", "out", "adapter_id", "epochs", "learning_rate", "head_learning_rate",
+        "batch_size", "eval_batch_size", "weight_decay", "warmup_ratio", "max_length", "stride", "eval_every",
+        "patience", "seed", "max_train_examples", "max_eval_examples", "max_test_examples", "fp16_weights",
+        "licence", "data_format", "text_column", "label_column", "quoting", "label_names", "on_bad_row",
+        "repair_iob", "publish", "keep_checkpoint", "progress",
+    )  # fmt: skip
 
     language: str = Field(description="Language of the data (any alias: yo, yor, yor_Latn).")
     task: Task = Field(description="topic, sentiment or ner.")
@@ -194,38 +205,12 @@ class TaskTrainSettings(ReadOptions):
 
 
 def load_settings(config: Path | None = None, **values: Any) -> TaskTrainSettings:
-    """Settings from a JSON or YAML file, overridden by `values` that are not None; errors say what to fix."""
-    data: dict[str, Any] = {}
-    if config is not None:
-        data = _read_config(config)
-    data.update({k: v for k, v in values.items() if v is not None})
+    """Settings from a JSON, YAML or TOML file, overridden by `values` that are not None; errors say what to fix."""
     try:
-        return TaskTrainSettings.model_validate(data)
+        return TaskTrainSettings.model_validate(settings_data(config, values))
     except ValidationError as err:
         hint = "fix those flags (or the same keys in the --config file); `langadapt train task --help` lists each value"
         raise options_error(err, "training settings", hint) from None
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    """A config file's mapping: YAML for .yaml/.yml, JSON otherwise; keys may use dashes or underscores."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise LangadaptError(f"cannot read config file {path}: {err.strerror}", "check the --config path") from None
-    try:
-        if Path(path).suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as err:  # yaml and json raise different error types; both mean the same thing here
-        raise LangadaptError(f"config file {path} is not valid: {err}", "write a JSON or YAML mapping") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise LangadaptError(f"config file {path} holds a {type(data).__name__}", "write a mapping of settings")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
 def guess_licence(paths: Sequence[Path]) -> str | None:
