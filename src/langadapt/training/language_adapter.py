@@ -39,6 +39,7 @@ from langadapt.training.kg import read_conceptnet_edges, verbalise
 from langadapt.training.loop import LoopConfig, LoopResult, TrainLoop, announce, load_trainable_state
 from langadapt.training.mlm_text import read_mlm_text
 from langadapt.training.pppl import PseudoPerplexity, masked_token_logits, pseudo_perplexity
+from langadapt.training.publish import ADAPTER_DIR, WORK_DIR, fresh_adapter_dir, publish_run
 from langadapt.training.readers import read_verbalised_triples
 from langadapt.training.runs import RUN_FILE, RunRecord
 from langadapt.training.settings_file import settings_data
@@ -63,8 +64,6 @@ __all__ = [
     "train_language_adapter",
 ]
 
-ADAPTER_DIR = "adapter"
-WORK_DIR = "work"
 HEAD_FILE = "mlm_head.safetensors"
 SETTINGS_FILE = "settings.json"
 PPPL_BEFORE_FILE = "pppl_before.json"
@@ -516,6 +515,56 @@ def _pppl_before(
     return result
 
 
+@dataclass
+class _Run:
+    """What a run is, fixed before any work: its settings (with the run directory), language and adapter id."""
+
+    settings: LanguageAdapterSettings
+    language: str
+    adapter_id: str
+    out_dir: Path
+    started: float
+
+
+@dataclass
+class _Text:
+    """The training and validation sentences, where they came from, and how validation was chosen."""
+
+    data: TrainingText
+    train: list[str]
+    dev: list[str]
+    validation: dict[str, Any]
+
+
+@dataclass
+class _Rows:
+    """The tokenised training and validation sentences."""
+
+    train: list[Example]
+    dev: list[Example]
+
+
+@dataclass
+class _Model:
+    """The MLM model with its fresh adapter, the batches and evaluation of the loop, and PPPL before training."""
+
+    masked: MaskedLM
+    name: str
+    adapter_config: dict[str, Any]
+    batches: MlmBatches
+    evaluate: Any
+    pppl_before: PseudoPerplexity | None
+
+
+@dataclass
+class _Trained:
+    """The loop's result (best state loaded back into the model) and PPPL after training."""
+
+    loop: LoopResult
+    seconds_per_step: float
+    pppl_after: PseudoPerplexity | None
+
+
 def train_language_adapter(
     settings: LanguageAdapterSettings, *, stop_at_step: int | None = None
 ) -> LanguageAdapterResult:
@@ -525,51 +574,87 @@ def train_language_adapter(
     same adapter as an uninterrupted run. `stop_at_step` simulates an interruption (TrainingInterruptedError).
     """
     from langadapt.models.base import load_tokenizer, resolve_base_model
+
+    run = _plan(settings)
+    text = _read_text(run)  # bad input fails before anything is written
+    announce(f"loading the base model {run.settings.base}")
+    info = resolve_base_model(run.settings.base)
+    tokenizer = load_tokenizer(info)
+    _guard_resume(run.out_dir, run.settings)
+    rows = _tokenise(run, text, tokenizer)
+    model = _build_model(run, info, tokenizer, text, rows)
+    trained = _train(run, model, tokenizer, rows, text, stop_at_step)
+    return _publish(run, info, text, rows, model, trained)
+
+
+def _plan(settings: LanguageAdapterSettings) -> _Run:
+    """The run's language, adapter id and directory (default: runs/<adapter id>)."""
     from langadapt.models.language import canonical_language
-    from langadapt.models.manifest import Manifest, TrainingInfo, adapter_id
-    from langadapt.models.modeling import module_name
+    from langadapt.models.manifest import adapter_id
 
     started = time.perf_counter()
     language = canonical_language(settings.language)
-    kind = settings.kind
-    aid = adapter_id(language, LANGUAGE_TASK, kind)
+    aid = adapter_id(language, LANGUAGE_TASK, settings.kind)
     out_dir = settings.out_dir or Path("runs") / aid
     settings = settings.model_copy(update={"out_dir": out_dir})
+    return _Run(settings=settings, language=language, adapter_id=aid, out_dir=out_dir, started=started)
+
+
+def _read_text(run: _Run) -> _Text:
+    """The training sentences, and the validation ones: the --dev file's, else a seeded held-out share."""
+    settings = run.settings
     announce("reading the training text")
-    data = read_training_sentences(settings, language)  # bad input fails before anything is written
+    data = read_training_sentences(settings, run.language)
     if settings.dev is not None:
-        train_text = data.sentences
-        dev_data = read_mlm_text(settings.dev, on_bad_row=settings.on_bad_row, language=language)
-        dev_text = dev_data.examples[: settings.max_dev_sentences]
-        validation = {"source": str(settings.dev), "sentences": len(dev_text)}
-    else:
-        train_text, dev_text = split_validation(
-            data.sentences, settings.dev_fraction, settings.max_dev_sentences, settings.seed
-        )
-        validation = {"source": f"held out: {settings.dev_fraction:g} of the training text", "seed": settings.seed}
-    announce(f"loading the base model {settings.base}")
-    info = resolve_base_model(settings.base)
-    tokenizer = load_tokenizer(info)
-    _guard_resume(out_dir, settings)
+        dev_data = read_mlm_text(settings.dev, on_bad_row=settings.on_bad_row, language=run.language)
+        dev = dev_data.examples[: settings.max_dev_sentences]
+        return _Text(data, data.sentences, dev, {"source": str(settings.dev), "sentences": len(dev)})
+    train, dev = split_validation(data.sentences, settings.dev_fraction, settings.max_dev_sentences, settings.seed)
+    validation = {"source": f"held out: {settings.dev_fraction:g} of the training text", "seed": settings.seed}
+    return _Text(data, train, dev, validation)
+
+
+def _tokenise(run: _Run, text: _Text, tokenizer: Any) -> _Rows:
+    """Token rows of the training sentences (a seeded sample under --max-examples) and the validation ones."""
+    settings = run.settings
+    train_text = text.train
     if settings.max_examples is not None and len(train_text) > settings.max_examples:
         keep = torch.randperm(len(train_text), generator=torch.Generator().manual_seed(settings.seed + 1))
         train_text = [train_text[i] for i in sorted(keep[: settings.max_examples].tolist())]
     train_rows = tokenize(tokenizer, train_text, settings.max_length)
-    dev_rows = tokenize(tokenizer, dev_text, settings.max_length)
+    dev_rows = tokenize(tokenizer, text.dev, settings.max_length)
     if not train_rows or not dev_rows:
         raise LangadaptError(
             f"{'training' if not train_rows else 'validation'} text has no tokens the tokenizer can mask",
             "check the files hold text in the language",
         )
-    validation |= {"sentences": len(dev_rows), "pppl_sentences": min(settings.pppl_sentences, len(dev_text))}
+    text.validation |= {"sentences": len(dev_rows), "pppl_sentences": min(settings.pppl_sentences, len(text.dev))}
+    return _Rows(train=train_rows, dev=dev_rows)
 
-    name = module_name(aid)
+
+def _build_model(run: _Run, info: Any, tokenizer: Any, text: _Text, rows: _Rows) -> _Model:
+    """The base as an MLM model with a fresh adapter, its fixed-mask validation, and PPPL without the adapter."""
+    from langadapt.models.modeling import module_name
+
+    settings = run.settings
+    name = module_name(run.adapter_id)
     masked = load_masked_lm(info, seed=settings.seed)
-    adapter_config = _add_language_adapter(masked, name, kind, settings.seed)
+    adapter_config = _add_language_adapter(masked, name, settings.kind, settings.seed)
     batches = MlmBatches(tokenizer, settings.mask_probability)
-    evaluate = batches.evaluator(batches.validation_batches(dev_rows, settings.eval_batch_size, settings.seed))
-    pppl_before = _pppl_before(masked, tokenizer, dev_text, settings)
+    return _Model(
+        masked=masked,
+        name=name,
+        adapter_config=adapter_config,
+        batches=batches,
+        evaluate=batches.evaluator(batches.validation_batches(rows.dev, settings.eval_batch_size, settings.seed)),
+        pppl_before=_pppl_before(masked, tokenizer, text.dev, settings),
+    )
 
+
+def _train(run: _Run, model: _Model, tokenizer: Any, rows: _Rows, text: _Text, stop_at_step: int | None) -> _Trained:
+    """Run (or resume) the loop, load the best state by validation loss, and score PPPL after training."""
+    settings = run.settings
+    batches = model.batches
     loop_config = LoopConfig(
         learning_rate=settings.learning_rate,
         batch_size=settings.batch_size,
@@ -584,29 +669,31 @@ def train_language_adapter(
         max_grad_norm=settings.max_grad_norm,
         seed=settings.seed,
         progress=settings.progress,
-        description=f"lang {language} {kind}",
+        description=f"lang {run.language} {settings.kind}",
     )
     loop = TrainLoop(
-        masked.model,
-        train_rows,
+        model.masked.model,
+        rows.train,
         batches.collate,
         batches.loss,
-        evaluate,
+        model.evaluate,
         loop_config,
-        work_dir=out_dir / WORK_DIR,
+        work_dir=run.out_dir / WORK_DIR,
         stop_at_step=stop_at_step,
-        lengths=[len(ids) for ids, _ in train_rows],
+        lengths=[len(ids) for ids, _ in rows.train],
     )
     train_started = time.perf_counter()
-    first_step = _checkpoint_step(out_dir / WORK_DIR)
+    first_step = _checkpoint_step(run.out_dir / WORK_DIR)
     result = loop.run()
     seconds_per_step = (time.perf_counter() - train_started) / max(1, result.steps - first_step)
-    load_trainable_state(masked.model, result.best_state)
-    pppl_after = _pppl(masked, tokenizer, dev_text, settings, "after")
+    load_trainable_state(model.masked.model, result.best_state)
+    pppl_after = _pppl(model.masked, tokenizer, text.dev, settings, "after")
+    return _Trained(loop=result, seconds_per_step=seconds_per_step, pppl_after=pppl_after)
 
-    adapter_dir = out_dir / ADAPTER_DIR
-    save_language_adapter(masked, name, adapter_dir)
-    head = {
+
+def _head_record(masked: MaskedLM) -> dict[str, Any]:
+    """What the manifest says of the MLM head: pretrained and frozen, or fresh and trained with the adapter."""
+    return {
         "source": masked.head_source,
         "trained": masked.head_source == "fresh",
         "file": HEAD_FILE if masked.head_source == "fresh" else None,
@@ -617,28 +704,39 @@ def train_language_adapter(
             else "decoder tied to the (frozen) input embeddings; transform and bias trained with the adapter"
         ),
     }
+
+
+def _publish(run: _Run, info: Any, text: _Text, rows: _Rows, model: _Model, trained: _Trained) -> LanguageAdapterResult:
+    """Save the adapter (and fresh head), describe it in a manifest and a run record, and publish the run."""
+    from langadapt.models.manifest import Manifest, TrainingInfo
+    from langadapt.models.store import AdapterStore
+
+    settings, result, masked = run.settings, trained.loop, model.masked
+    pppl_before, pppl_after = model.pppl_before, trained.pppl_after
+    adapter_dir = fresh_adapter_dir(run.out_dir, lambda folder: save_language_adapter(masked, model.name, folder))
     best_loss = result.best_metric
     metrics: dict[str, Any] = {"val_loss": best_loss, "val_perplexity": math.exp(min(best_loss, 700.0))}
     if pppl_before is not None and pppl_after is not None:
         metrics |= {"pppl_before": pppl_before.pppl, "pppl_after": pppl_after.pppl}
     params = {k: v for k, v in _run_settings(settings).items() if k not in {"store", "out_dir", "progress"}}
+    data = text.data
     manifest = Manifest(
-        id=aid,
-        language=language,
+        id=run.adapter_id,
+        language=run.language,
         task=LANGUAGE_TASK,
-        kind=kind,
+        kind=settings.kind,
         head_type=MASKED_LM,
         base_model=info.id,
         base_fingerprint=info.fingerprint,
-        adapter_config=adapter_config,
+        adapter_config=model.adapter_config,
         metrics=metrics,
         training=TrainingInfo(data=data.sources, licence=settings.licence, steps=result.steps, params=params),
         extra={
-            "mlm_head": head,
+            "mlm_head": _head_record(masked),
             "best_step": result.best_step,
             "stopped_early": result.stopped_early,
-            "validation": validation,
-            "examples": {"train": len(train_rows), "skipped_rows": data.skipped, "per_file": data.counts},
+            "validation": text.validation,
+            "examples": {"train": len(rows.train), "skipped_rows": data.skipped, "per_file": data.counts},
             "pppl": {
                 "before": pppl_before.as_dict() if pppl_before else None,
                 "after": pppl_after.as_dict() if pppl_after else None,
@@ -648,45 +746,39 @@ def train_language_adapter(
             "history": result.history,
         },
     )
-    (adapter_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-    if settings.publish:
-        from langadapt.models.store import AdapterStore
-
-        manifest = AdapterStore(settings.store).publish(adapter_dir, manifest)
-
     run_metrics = {"val_loss": best_loss}
     if pppl_after is not None:
         run_metrics["pppl"] = pppl_after.pppl
     if pppl_before is not None:
         run_metrics["pppl_before"] = pppl_before.pppl
-    run = RunRecord(
+    record = RunRecord(
         kind_of_run="train-lang",
-        language=language,
+        language=run.language,
         task=LANGUAGE_TASK,
-        variant=f"lang:{kind}",
-        adapter_kind=kind,
+        variant=f"lang:{settings.kind}",
+        adapter_kind=settings.kind,
         base_model=info.id,
-        adapter_id=aid,
-        adapter_version=manifest.version if settings.publish else None,
+        adapter_id=run.adapter_id,
         metrics=run_metrics,
         validation={k: float(v) for k, v in result.best_metrics.items()},
         data=data.sources,
         licence=settings.licence,
         steps=result.steps,
-        duration_s=time.perf_counter() - started,
         throughput=result.throughput,
-        settings=_run_settings(settings) | {"seconds_per_step": seconds_per_step, "mlm_head": masked.head_source},
+        settings=_run_settings(settings)
+        | {"seconds_per_step": trained.seconds_per_step, "mlm_head": masked.head_source},
     )
-    run.write(out_dir)
+    store = AdapterStore(settings.store) if settings.publish else None
+    published = publish_run(run.out_dir, manifest, record, store=store, started=run.started)
     return LanguageAdapterResult(
-        manifest=manifest,
-        run=run,
-        run_dir=out_dir,
+        manifest=published.manifest,
+        run=published.record,
+        run_dir=run.out_dir,
         adapter_dir=adapter_dir,
         loop=result,
         pppl_before=pppl_before,
         pppl_after=pppl_after,
-        seconds_per_step=seconds_per_step,
+        seconds_per_step=trained.seconds_per_step,
         model=masked.model,
     )
 

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from langadapt.models.alignment import (
 )
 from langadapt.training.intake import cut_warnings, split_intake
 from langadapt.training.loop import announce
+from langadapt.training.publish import WORK_DIR, fresh_adapter_dir, publish_run
 from langadapt.training.reading import ReadOptions, options_error, read_split, recorded_options
 from langadapt.training.recipes import Recipe, rate, recipe_for, recipes_help
 from langadapt.training.runs import RunRecord
@@ -81,8 +81,6 @@ Task = Literal["topic", "sentiment", "ner"]
 
 # Epochs per task when not given: the small topic set needs many passes, the large sentiment sets few.
 DEFAULT_EPOCHS: dict[str, float] = {"topic": 10.0, "sentiment": 3.0, "ner": 5.0}
-ADAPTER_DIR = "adapter"
-WORK_DIR = "work"
 OUTSIDE = "O"
 
 # Licences of the public data sets in ../shared/data, recognised by a folder name in the data path.
@@ -730,36 +728,117 @@ def _intake(
     return intake
 
 
+@dataclass
+class _Run:
+    """What a run is, fixed before any work: its settings, language, adapter id and head, metric and store."""
+
+    settings: TaskTrainSettings
+    language: str
+    adapter_id: str
+    name: str  # the adapter's (and head's) module name
+    metric: str  # the validation figure the best checkpoint is chosen by
+    store: Any
+    started: float
+
+
+@dataclass
+class _Encoded:
+    """The splits as the model reads them: training rows, encoded dev and test, and what encoding did."""
+
+    labels: list[str]
+    pad_id: int
+    stride: int
+    train_rows: list[tuple[list[int], Any]]
+    dev: EncodedClassification | EncodedTagging
+    test: EncodedClassification | EncodedTagging
+    intake: dict[str, dict[str, Any]]
+
+
+@dataclass
+class _Model:
+    """The model for the variant, the language adapter under it (if any), and the learning rates it trains at."""
+
+    model: Any
+    lang_manifest: Any
+    variant: str
+    learning_rate: float
+    head_learning_rate: float
+    rate_sources: dict[str, str]
+
+
+@dataclass
+class _Trained:
+    """The loop's result (best state loaded, model in eval mode), the run directory and the loop's timings."""
+
+    loop: Any
+    config: Any
+    out_dir: Path
+    seconds_per_step: float | None
+    eval_seconds: float
+
+
+@dataclass
+class _Tested:
+    """Test figures of the best checkpoint and the majority baseline (empty without a test split)."""
+
+    metrics: dict[str, float]
+    majority: dict[str, float]
+    train_majority: str | None
+
+
 def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
     """Train, select by validation, test, save, publish and record one task adapter (or baseline) run."""
-    import torch
-
     from langadapt.models.base import load_tokenizer, resolve_base_model
-    from langadapt.models.kinds import FULL_KIND, TASK_HEAD_TYPES
-    from langadapt.models.language import canonical_language
-    from langadapt.models.manifest import Manifest, TrainingInfo, adapter_id
-    from langadapt.models.modeling import module_name, save_task_adapter
-    from langadapt.models.store import AdapterStore
-    from langadapt.training.loop import LoopConfig, TrainLoop, load_trainable_state
-    from langadapt.training.metrics import majority_label, selection_metric
 
-    started = time.perf_counter()
-    language = canonical_language(settings.language)
-    task = settings.task
-    adapter_name = settings.adapter_id or adapter_id(language, task, FULL_KIND if settings.full_finetune else None)
-    name = module_name(adapter_name)
-    metric = selection_metric(task)
-    store = AdapterStore(settings.store)
-    splits = _load_splits(settings)  # data problems surface before any model is loaded
-    if settings.lang_adapter:
-        store.get(settings.lang_adapter, settings.lang_adapter_version)  # so does a missing language adapter
+    run = _plan(settings)
+    splits = _read_data(run)  # data problems, and a missing language adapter, surface before any model is loaded
     announce(f"loading the base model {settings.base}")
     info = resolve_base_model(settings.base)
     tokenizer = load_tokenizer(info)
+    encoded = _tokenise(run, splits, tokenizer)
+    model = _build_model(run, splits, info)
+    trained = _train(run, encoded, model)
+    tested = _test(run, splits, encoded, model, trained)
+    return _publish(run, info, splits, encoded, model, trained, tested)
+
+
+def _plan(settings: TaskTrainSettings) -> _Run:
+    """The run's language, adapter id (default: <lang>-<task>[-full]), selection metric and store."""
+    from langadapt.models.kinds import FULL_KIND
+    from langadapt.models.language import canonical_language
+    from langadapt.models.manifest import adapter_id
+    from langadapt.models.modeling import module_name
+    from langadapt.models.store import AdapterStore
+    from langadapt.training.metrics import selection_metric
+
+    started = time.perf_counter()
+    language = canonical_language(settings.language)
+    aid = settings.adapter_id or adapter_id(language, settings.task, FULL_KIND if settings.full_finetune else None)
+    return _Run(
+        settings=settings,
+        language=language,
+        adapter_id=aid,
+        name=module_name(aid),
+        metric=selection_metric(settings.task),
+        store=AdapterStore(settings.store),
+        started=started,
+    )
+
+
+def _read_data(run: _Run) -> _Splits:
+    """The splits, and a check that the language adapter to stack on is in the store."""
+    splits = _load_splits(run.settings)
+    if run.settings.lang_adapter:
+        run.store.get(run.settings.lang_adapter, run.settings.lang_adapter_version)
+    return splits
+
+
+def _tokenise(run: _Run, splits: _Splits, tokenizer: Any) -> _Encoded:
+    """Encode the splits (NER: in windows of `max_length` tokens) and announce what encoding cut."""
+    settings, task = run.settings, run.settings.task
     labels = splits.labels
     label2id = {label: i for i, label in enumerate(labels)}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
     announce(f"tokenizing {len(splits.train)}/{len(splits.dev)}/{len(splits.test)} train/dev/test examples")
     stride = window_stride(tokenizer, settings.max_length, settings.stride)
     train_rows, train_overflow = _training_rows(tokenizer, task, splits.train, label2id, settings.max_length, stride)
@@ -768,15 +847,27 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
     intake = _intake(settings, splits, train_overflow, dev_enc, test_enc)
     for warning in cut_warnings(intake):
         announce(f"warning: {warning}")
-    learning_rate, head_learning_rate, rate_sources = settings.learning_rates(info.id)
+    return _Encoded(labels, pad_id, stride, train_rows, dev_enc, test_enc, intake)
 
-    model, lang_manifest = _prepare_model(settings, info, name, labels, store)
-    variant = f"lang+task:{lang_manifest.kind}" if lang_manifest else settings.variant
+
+def _build_model(run: _Run, splits: _Splits, info: Any) -> _Model:
+    """The variant's model on the base, with the learning rates it will train at."""
+    learning_rate, head_learning_rate, rate_sources = run.settings.learning_rates(info.id)
+    model, lang_manifest = _prepare_model(run.settings, info, run.name, splits.labels, run.store)
+    variant = f"lang+task:{lang_manifest.kind}" if lang_manifest else run.settings.variant
+    return _Model(model, lang_manifest, variant, learning_rate, head_learning_rate, rate_sources)
+
+
+def _train(run: _Run, encoded: _Encoded, model: _Model) -> _Trained:
+    """Run (or resume) the loop in the run directory, validating on dev; load the best state back."""
+    from langadapt.training.loop import LoopConfig, TrainLoop, load_trainable_state
+
+    settings, name = run.settings, run.name
     timer = {"eval_s": 0.0, "train_s": 0.0, "steps": 0}
 
     def evaluate(_: Any) -> dict[str, float]:
         t0 = time.perf_counter()
-        figures = score_split(model, name, dev_enc, labels, pad_id, settings.eval_batch_size)
+        figures = score_split(model.model, name, encoded.dev, encoded.labels, encoded.pad_id, settings.eval_batch_size)
         timer["eval_s"] += time.perf_counter() - t0
         return figures
 
@@ -786,30 +877,31 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
         timer["steps"] += 1
         return base_loss(m, batch)
 
-    steps_per_epoch = math.ceil(len(train_rows) / settings.batch_size)
-    out_dir = settings.out or Path("runs") / f"{adapter_name}-{variant.replace(':', '-').replace('+', '_')}"
+    steps_per_epoch = math.ceil(len(encoded.train_rows) / settings.batch_size)
+    variant = model.variant
+    out_dir = settings.out or Path("runs") / f"{run.adapter_id}-{variant.replace(':', '-').replace('+', '_')}"
     out_dir = Path(out_dir)
     config = LoopConfig(
-        learning_rate=learning_rate,
+        learning_rate=model.learning_rate,
         batch_size=settings.batch_size,
         weight_decay=settings.weight_decay,
         warmup_ratio=settings.warmup_ratio,
         epochs=settings.resolved_epochs(),
         eval_every=settings.eval_every or steps_per_epoch,
         patience=settings.patience or None,
-        metric=metric,
+        metric=run.metric,
         greater_is_better=True,
         seed=settings.seed,
         progress=settings.progress,
-        description=f"{adapter_name} {variant}",
+        description=f"{run.adapter_id} {variant}",
     )
-    model.train()
-    separate_head_lr = head_learning_rate if head_learning_rate != learning_rate else None
-    lengths = [len(row[0]) for row in train_rows]  # the loop batches similar lengths together
+    model.model.train()
+    separate_head_lr = model.head_learning_rate if model.head_learning_rate != model.learning_rate else None
+    lengths = [len(row[0]) for row in encoded.train_rows]  # the loop batches similar lengths together
     loop = _task_loop(TrainLoop, f"heads.{name}.", separate_head_lr)(
-        model,
-        train_rows,
-        _collate(pad_id),
+        model.model,
+        encoded.train_rows,
+        _collate(encoded.pad_id),
         timed_loss,
         evaluate,
         config,
@@ -817,80 +909,103 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
         lengths=lengths,
     )
     announce(
-        f"training {adapter_name} ({variant}): {loop.total_steps} steps, lr {rate(learning_rate)}, "
-        f"head lr {rate(head_learning_rate)}"
+        f"training {run.adapter_id} ({variant}): {loop.total_steps} steps, lr {rate(model.learning_rate)}, "
+        f"head lr {rate(model.head_learning_rate)}"
     )
     train_started = time.perf_counter()
     result = loop.run()
     timer["train_s"] = time.perf_counter() - train_started - timer["eval_s"]
-    load_trainable_state(model, result.best_state)
-    model.eval()
+    load_trainable_state(model.model, result.best_state)
+    model.model.eval()
+    seconds_per_step = timer["train_s"] / timer["steps"] if timer["steps"] else None
+    return _Trained(result, config, out_dir, seconds_per_step, timer["eval_s"])
 
-    test_metrics: dict[str, float] = {}
-    majority: dict[str, float] = {}
-    train_majority = majority_label(splits.train_labels) if task != "ner" else None
-    if splits.test:
-        announce(f"scoring the best checkpoint (step {result.best_step}) on the test split")
-        test_metrics = score_split(model, name, test_enc, labels, pad_id, settings.eval_batch_size)
-        majority = majority_figures(test_enc, train_majority)
-        announce(f"test {metric} {test_metrics[metric]:.4f} (majority {majority.get(metric, float('nan')):.4f})")
 
-    adapter_dir = out_dir / ADAPTER_DIR
-    shutil.rmtree(adapter_dir, ignore_errors=True)
-    save_task_adapter(model, name, adapter_dir, fp16=settings.fp16_weights, full_model=settings.full_finetune)
+def _test(run: _Run, splits: _Splits, encoded: _Encoded, model: _Model, trained: _Trained) -> _Tested:
+    """Score the best checkpoint on the test split, beside the majority baseline."""
+    from langadapt.training.metrics import majority_label
 
+    metric = run.metric
+    train_majority = majority_label(splits.train_labels) if run.settings.task != "ner" else None
+    if not splits.test:
+        return _Tested({}, {}, train_majority)
+    announce(f"scoring the best checkpoint (step {trained.loop.best_step}) on the test split")
+    batch_size = run.settings.eval_batch_size
+    test_metrics = score_split(model.model, run.name, encoded.test, encoded.labels, encoded.pad_id, batch_size)
+    majority = majority_figures(encoded.test, train_majority)
+    announce(f"test {metric} {test_metrics[metric]:.4f} (majority {majority.get(metric, float('nan')):.4f})")
+    return _Tested(test_metrics, majority, train_majority)
+
+
+def _publish(
+    run: _Run, info: Any, splits: _Splits, encoded: _Encoded, model: _Model, trained: _Trained, tested: _Tested
+) -> TaskRunResult:
+    """Save the adapter and head (or the whole model), describe it in a manifest and a run record, publish the run."""
+    import torch
+
+    from langadapt.models.kinds import FULL_KIND, TASK_HEAD_TYPES
+    from langadapt.models.manifest import Manifest, TrainingInfo
+    from langadapt.models.modeling import save_task_adapter
+
+    settings, result, lang_manifest = run.settings, trained.loop, model.lang_manifest
+    adapter_dir = fresh_adapter_dir(
+        trained.out_dir,
+        lambda folder: save_task_adapter(
+            model.model, run.name, folder, fp16=settings.fp16_weights, full_model=settings.full_finetune
+        ),
+    )
     data_paths = [p for p in (settings.train, settings.dev, settings.test) if p is not None]
     licence = settings.licence or guess_licence(data_paths)
-    seconds_per_step = timer["train_s"] / timer["steps"] if timer["steps"] else None
     details: dict[str, Any] = {
-        "variant": variant,
-        "selection_metric": metric,
+        "variant": model.variant,
+        "selection_metric": run.metric,
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
-        "epochs": config.epochs,
-        "learning_rate": learning_rate,
-        "head_learning_rate": head_learning_rate,
-        "learning_rate_source": rate_sources,
-        "eval_every": config.eval_every,
+        "epochs": trained.config.epochs,
+        "learning_rate": model.learning_rate,
+        "head_learning_rate": model.head_learning_rate,
+        "learning_rate_source": model.rate_sources,
+        "eval_every": trained.config.eval_every,
         "caps": splits.caps,
-        "data": intake,
-        "warnings": cut_warnings(intake),
+        "data": encoded.intake,
+        "warnings": cut_warnings(encoded.intake),
         "examples": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test)},
-        "seconds_per_step": seconds_per_step,
-        "eval_seconds": timer["eval_s"],
+        "seconds_per_step": trained.seconds_per_step,
+        "eval_seconds": trained.eval_seconds,
         "torch_threads": torch.get_num_threads(),
     }
     settings_dump = settings.model_dump(mode="json")
     extra: dict[str, Any] = {
         **details,
         "max_length": settings.max_length,
-        "stride": stride,
+        "stride": encoded.stride,
         "weights_dtype": "float16" if settings.fp16_weights else "float32",
         "reading": settings.reading().model_dump(mode="json"),
         "data_sha256": {str(p): _sha256(p) for p in data_paths},
         "language_adapter": {"id": lang_manifest.id, "version": lang_manifest.version} if lang_manifest else None,
     }
-    if train_majority is not None:
-        extra["majority_label"] = train_majority
+    if tested.train_majority is not None:
+        extra["majority_label"] = tested.train_majority
     adapter_config_file = adapter_dir / "adapter_config.json"
     adapter_config = {}
     if adapter_config_file.is_file():
         adapter_config = json.loads(adapter_config_file.read_text(encoding="utf-8"))
+    kind = FULL_KIND if settings.full_finetune else settings.kind
     manifest = Manifest(
-        id=adapter_name,
-        language=language,
-        task=task,
-        kind=FULL_KIND if settings.full_finetune else settings.kind,
-        labels=labels,
-        head_type=TASK_HEAD_TYPES[task],
+        id=run.adapter_id,
+        language=run.language,
+        task=settings.task,
+        kind=kind,
+        labels=encoded.labels,
+        head_type=TASK_HEAD_TYPES[settings.task],
         base_model=info.id,
         base_fingerprint=info.fingerprint,
         adapter_config=adapter_config,
         metrics={
-            "test": test_metrics,
-            "majority": majority,
+            "test": tested.metrics,
+            "majority": tested.majority,
             "validation": result.best_metrics,
-            "selection_metric": metric,
+            "selection_metric": run.metric,
         },
         training=TrainingInfo(
             data=[str(p) for p in data_paths], licence=licence, steps=result.steps, params=settings_dump
@@ -898,33 +1013,37 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
         artifact="model" if settings.full_finetune else "adapter",
         extra=extra,
     )
-    published = store.publish(adapter_dir, manifest) if settings.publish else None
-    (adapter_dir / "manifest.json").write_text((published or manifest).model_dump_json(indent=2), encoding="utf-8")
-
     record = RunRecord(
         kind_of_run="train-task",
-        language=language,
-        task=task,
-        variant=variant,
-        adapter_kind=FULL_KIND if settings.full_finetune else settings.kind,
+        language=run.language,
+        task=settings.task,
+        variant=model.variant,
+        adapter_kind=kind,
         base_model=info.id,
-        adapter_id=adapter_name,
-        adapter_version=published.version if published else None,
+        adapter_id=run.adapter_id,
         language_adapter_id=lang_manifest.id if lang_manifest else None,
-        metrics=test_metrics,
-        majority=majority,
+        metrics=tested.metrics,
+        majority=tested.majority,
         validation=result.best_metrics,
         data=[str(p) for p in data_paths],
         licence=licence,
         steps=result.steps,
-        duration_s=time.perf_counter() - started,
         throughput=result.throughput,
         settings={**settings_dump, "details": details, "history": result.history},
     )
-    record.write(out_dir)
-    if not settings.keep_checkpoint:
-        shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
-    return TaskRunResult(record, out_dir, adapter_dir, published, seconds_per_step, result.history, model)
+    store = run.store if settings.publish else None
+    published = publish_run(
+        trained.out_dir, manifest, record, store=store, started=run.started, keep_checkpoint=settings.keep_checkpoint
+    )
+    return TaskRunResult(
+        published.record,
+        trained.out_dir,
+        adapter_dir,
+        published.manifest if published.published else None,
+        trained.seconds_per_step,
+        result.history,
+        model.model,
+    )
 
 
 # ------------------------------------------------------------------------------------- evaluation
