@@ -1,44 +1,47 @@
 """Language adapters: masked-language modelling on a language's text and knowledge-graph sentences.
 
-The base model is loaded as a Hugging Face `*ForMaskedLM` and made adapter-capable with `adapters.init`. Bases
-that ship an MLM head (XLM-R, mBERT) keep it, frozen. Bases without one (the embedded multilingual-e5-small is a
-plain `BertModel`) get a head whose decoder *is* the input embedding matrix (tied, frozen) and whose transform
-(dense + LayerNorm) and output bias are freshly initialised and trained together with the adapter. Nothing else
-trains: every base weight is left bit-identical.
+A run is a sequence of named phases: plan (adapter id, run directory), read the text, tokenise, build the model
+(`masked_lm`: the base as a `*ForMaskedLM` with a fresh adapter and, for bases without one, a fresh MLM head),
+train (`mlm_batches`: BERT masking; the loop resumes from its checkpoint), and publish (`publish`, shared with task
+adapters). Only the adapter (and a fresh head) trains: every base weight is left bit-identical.
 
 What is published is the adapter alone, in the `adapters` library's `save_adapter(..., with_head=False,
 use_safetensors=True)` layout, so it loads onto a plain encoder under a task adapter (`Stack(lang, task)`) where
 no MLM head exists; a freshly trained head travels beside it as `mlm_head.safetensors`, used only to score MLM
-(pseudo-perplexity) again. The manifest says which of the two heads it was.
-
-Masking follows BERT: per sentence, round(p * n) of its n non-special tokens (at least one) are chosen; 80% of
-those become the mask token, 10% a random non-special token, 10% stay. Each step's masks come from the loop's
-per-step generator, and the validation masks are drawn once from the seed, so validation loss is comparable
-across evaluations and a resumed run reproduces an uninterrupted one exactly.
+(pseudo-perplexity) again. The manifest says which of the two heads it was. Each step's masks come from the
+loop's per-step generator and the validation masks are drawn once from the seed, so a resumed run reproduces an
+uninterrupted one exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from safetensors.torch import load_file, save_file
 
-from langadapt.errors import BaseModelError, LangadaptError, StoreError
-from langadapt.models.kinds import DEFAULT_KIND, LANGUAGE_TASK, MANIFEST_FILE, MASKED_LM, get_kind
+from langadapt.errors import BaseModelError, LangadaptError
+from langadapt.models.kinds import DEFAULT_KIND, LANGUAGE_TASK, MASKED_LM, get_kind
 from langadapt.training.kg import read_conceptnet_edges, verbalise
 from langadapt.training.loop import LoopConfig, LoopResult, TrainLoop, announce, load_trainable_state
+from langadapt.training.masked_lm import (
+    HEAD_FILE,
+    MaskedLM,
+    adapters_off,
+    add_language_adapter,
+    load_language_adapter_mlm,
+    load_masked_lm,
+    save_language_adapter,
+)
+from langadapt.training.mlm_batches import Example, MlmBatches, mask_tokens, tokenize
 from langadapt.training.mlm_text import read_mlm_text
-from langadapt.training.pppl import PseudoPerplexity, masked_token_logits, pseudo_perplexity
+from langadapt.training.pppl import PseudoPerplexity, pseudo_perplexity
 from langadapt.training.publish import ADAPTER_DIR, WORK_DIR, fresh_adapter_dir, publish_run
 from langadapt.training.readers import read_verbalised_triples
 from langadapt.training.runs import RUN_FILE, RunRecord
@@ -64,11 +67,8 @@ __all__ = [
     "train_language_adapter",
 ]
 
-HEAD_FILE = "mlm_head.safetensors"
 SETTINGS_FILE = "settings.json"
 PPPL_BEFORE_FILE = "pppl_before.json"
-IGNORE_INDEX = -100
-HeadSource = Literal["pretrained", "fresh"]
 
 # Settings that do not change what is trained, so a run may be resumed with other values of them.
 NOT_TRAINING_SETTINGS = frozenset(
@@ -166,127 +166,6 @@ class LanguageAdapterResult:
     model: Any = field(default=None, repr=False)
 
 
-@dataclass
-class MaskedLM:
-    """A `*ForMaskedLM` model made adapter-capable, and which of its head parameters were freshly created."""
-
-    model: Any
-    head_source: HeadSource
-    fresh_head: list[str]
-
-    def head_state(self) -> dict[str, torch.Tensor]:
-        """The fresh head parameters (empty for a pretrained head), by parameter name."""
-        params = dict(self.model.named_parameters())
-        return {name: params[name].detach().clone().contiguous() for name in self.fresh_head}
-
-
-@contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """Silence notices that are expected here: transformers' "newly initialized" head (explained in the manifest)
-    and the `adapters` warning that no adapter is active, which it also logs while adapters are being switched."""
-    from transformers.utils import logging as hf_logging
-
-    hf_level = hf_logging.get_verbosity()
-    mixin_log = logging.getLogger("adapters.model_mixin")
-    mixin_level = mixin_log.level
-    hf_logging.set_verbosity_error()
-    mixin_log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        mixin_log.setLevel(mixin_level)
-        hf_logging.set_verbosity(hf_level)
-
-
-def load_masked_lm(info: Any, *, seed: int = 0) -> MaskedLM:
-    """The base as a `*ForMaskedLM` with `adapters.init` applied; a missing MLM head is created tied and fresh.
-
-    The fresh part (transform and output bias) is initialised from `seed` alone, as BERT initialises it: dense
-    weights N(0, initializer_range), biases 0, LayerNorm 1/0. The decoder is the input embedding matrix.
-    """
-    import adapters
-    from transformers import AutoModelForMaskedLM
-
-    try:
-        with _quiet_libraries():
-            model, loading = AutoModelForMaskedLM.from_pretrained(
-                str(info.path), local_files_only=True, dtype=torch.float32, output_loading_info=True
-            )
-    except ValueError as err:
-        raise BaseModelError(
-            f"{info.id} cannot be loaded as a masked language model: {err}",
-            "use an encoder with a masked-LM architecture (BERT, XLM-R, DistilBERT, ...)",
-        ) from None
-    prefix = model.base_model_prefix
-    missing = set(loading["missing_keys"])
-    missing_encoder = sorted(k for k in missing if k.startswith(f"{prefix}.") and "pooler" not in k)
-    if missing_encoder:
-        raise BaseModelError(
-            f"{info.id} lacks encoder weights {missing_encoder[:3]}; it is not a complete encoder",
-            "point --base at a full model directory",
-        )
-    decoder, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
-    if decoder is None:
-        raise BaseModelError(f"{type(model).__name__} exposes no output embeddings", "use a BERT-style MLM model")
-    tied = decoder.weight.data_ptr() == embeddings.weight.data_ptr()
-    decoder_names = {n for n, p in model.named_parameters(remove_duplicate=False) if p is decoder.weight}
-    if not tied and decoder_names & missing:
-        decoder.weight = embeddings.weight  # no pretrained decoder: the decoder is the embedding matrix
-    fresh = sorted(n for n, _ in model.named_parameters() if n in missing)
-    _init_fresh(model, fresh, seed)
-    model.eval()
-    adapters.init(model)
-    return MaskedLM(model=model, head_source="fresh" if fresh else "pretrained", fresh_head=fresh)
-
-
-def _init_fresh(model: Any, names: Sequence[str], seed: int) -> None:
-    """BERT's initialisation for the named parameters, from a generator seeded with `seed` alone."""
-    gen = torch.Generator().manual_seed(seed)
-    std = float(getattr(model.config, "initializer_range", 0.02))
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name in names:
-            param = params[name]
-            if "norm" in name.lower() and name.endswith("weight"):
-                param.fill_(1.0)
-            elif param.ndim >= 2:
-                param.copy_(torch.randn(param.shape, generator=gen) * std)
-            else:
-                param.zero_()
-
-
-def _add_language_adapter(mlm: MaskedLM, name: str, kind: str, seed: int) -> dict[str, Any]:
-    """Add a fresh adapter of `kind` and make it (plus the fresh head) the only trainable parameters."""
-    model = mlm.model
-    config = get_kind(kind).build_config()
-    torch.manual_seed(seed)  # the adapter's initial weights come from the global generator
-    with _quiet_libraries():
-        model.add_adapter(name, config=config)
-        model.train_adapter(name)
-    prefix = f"{model.base_model_prefix}."
-    adapter_params = {n for n, p in model.named_parameters() if p.requires_grad and n.startswith(prefix)}
-    if not adapter_params:
-        raise LangadaptError(f"the {kind} adapter added no trainable parameters to this base", "try another kind")
-    trainable = adapter_params | set(mlm.fresh_head)
-    for n, p in model.named_parameters():
-        p.requires_grad = n in trainable
-    with _quiet_libraries():
-        model.set_active_adapters(name)
-    return dict(config.to_dict())
-
-
-@contextlib.contextmanager
-def adapters_off(model: Any) -> Iterator[None]:
-    """Run the model as the bare base (no adapter active), then restore the active adapters."""
-    active = model.active_adapters
-    with _quiet_libraries():
-        model.set_active_adapters(None)
-        try:
-            yield
-        finally:
-            model.set_active_adapters(active)
-
-
 # ------------------------------------------------------------------------------------------------- data
 
 
@@ -341,116 +220,6 @@ def split_validation(sentences: Sequence[str], fraction: float, max_dev: int, se
     dev = sorted(order[:k])
     train = sorted(order[k:])
     return [sentences[i] for i in train], [sentences[i] for i in dev]
-
-
-Example = tuple[list[int], list[int]]  # token ids, special-token mask
-
-
-def tokenize(tokenizer: Any, sentences: Sequence[str], max_length: int) -> list[Example]:
-    """Token ids (truncated to `max_length`) and special-token masks; sentences with no real token are left out."""
-    out: list[Example] = []
-    for start in range(0, len(sentences), 4096):
-        enc = tokenizer(
-            list(sentences[start : start + 4096]),
-            truncation=True,
-            max_length=max_length,
-            return_special_tokens_mask=True,
-            return_attention_mask=False,
-        )
-        for ids, special in zip(enc["input_ids"], enc["special_tokens_mask"], strict=True):
-            if not all(special):
-                out.append((list(ids), list(special)))
-    return out
-
-
-def mask_tokens(
-    rows: Sequence[Example],
-    generator: torch.Generator,
-    *,
-    mask_probability: float,
-    mask_id: int,
-    pad_id: int,
-    random_ids: torch.Tensor,
-) -> dict[str, torch.Tensor]:
-    """Pad `rows` and mask them as BERT does; returns input_ids, attention_mask and labels (-100: not predicted)."""
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    for r, (ids, special) in enumerate(rows):
-        input_ids[r, : len(ids)] = torch.tensor(ids)
-        attention[r, : len(ids)] = 1
-        candidates = torch.tensor([i for i, s in enumerate(special) if not s])
-        count = max(1, round(len(candidates) * mask_probability))
-        chosen = candidates[torch.randperm(len(candidates), generator=generator)[:count]]
-        labels[r, chosen] = input_ids[r, chosen]
-    selected = labels != IGNORE_INDEX
-    draw = torch.rand(labels.shape, generator=generator)
-    replacement = random_ids[torch.randint(len(random_ids), labels.shape, generator=generator)]
-    masked = input_ids.clone()
-    masked[selected & (draw < 0.8)] = mask_id
-    swap = selected & (draw >= 0.8) & (draw < 0.9)
-    masked[swap] = replacement[swap]
-    return {"input_ids": masked, "attention_mask": attention, "labels": labels}
-
-
-class MlmBatches:
-    """Collate and loss for the training loop, and a fixed-mask validation set for comparable evaluations."""
-
-    def __init__(self, tokenizer: Any, mask_probability: float) -> None:
-        if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
-            raise BaseModelError("the tokenizer has no mask or pad token", "use a masked-LM tokenizer")
-        special = set(tokenizer.all_special_ids)
-        self.mask_probability = mask_probability
-        self.mask_id = int(tokenizer.mask_token_id)
-        self.pad_id = int(tokenizer.pad_token_id)
-        self.random_ids = torch.tensor([i for i in range(len(tokenizer)) if i not in special], dtype=torch.long)
-
-    def collate(self, rows: Sequence[Example], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """One masked training batch; all randomness from the loop's per-step generator."""
-        return mask_tokens(
-            rows,
-            generator,
-            mask_probability=self.mask_probability,
-            mask_id=self.mask_id,
-            pad_id=self.pad_id,
-            random_ids=self.random_ids,
-        )
-
-    @staticmethod
-    def token_losses(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Cross-entropy of each predicted token (only masked positions go through the vocabulary projection)."""
-        device = next(model.parameters()).device
-        labels = batch["labels"].to(device)
-        rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
-        logits = masked_token_logits(
-            model, batch["input_ids"].to(device), batch["attention_mask"].to(device), rows, cols
-        )
-        return torch.nn.functional.cross_entropy(logits.float(), labels[rows, cols], reduction="none")
-
-    def loss(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Mean cross-entropy over the batch's predicted tokens."""
-        return self.token_losses(model, batch).mean()
-
-    def validation_batches(self, rows: Sequence[Example], batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
-        """Validation batches, masked once from `seed` (sorted by length to keep padding small)."""
-        generator = torch.Generator().manual_seed(seed)
-        ordered = sorted(rows, key=lambda r: len(r[0]))
-        return [self.collate(ordered[i : i + batch_size], generator) for i in range(0, len(ordered), batch_size)]
-
-    def evaluator(self, batches: Sequence[dict[str, torch.Tensor]]) -> Any:
-        """The loop's evaluation callback: token-weighted validation loss and its perplexity."""
-
-        def evaluate(model: torch.nn.Module) -> dict[str, float]:
-            total, count = 0.0, 0
-            for batch in batches:
-                losses = self.token_losses(model, batch)
-                total += float(losses.double().sum())
-                count += losses.numel()
-            loss = total / count
-            return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
-
-        return evaluate
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -639,7 +408,7 @@ def _build_model(run: _Run, info: Any, tokenizer: Any, text: _Text, rows: _Rows)
     settings = run.settings
     name = module_name(run.adapter_id)
     masked = load_masked_lm(info, seed=settings.seed)
-    adapter_config = _add_language_adapter(masked, name, settings.kind, settings.seed)
+    adapter_config = add_language_adapter(masked, name, settings.kind, settings.seed)
     batches = MlmBatches(tokenizer, settings.mask_probability)
     return _Model(
         masked=masked,
@@ -792,58 +561,6 @@ def _checkpoint_step(work_dir: Path) -> int:
         if state.is_file():
             return int(json.loads(state.read_text(encoding="utf-8"))["step"])
     return 0
-
-
-# ------------------------------------------------------------------------------------------ save and load
-
-
-def save_language_adapter(masked: MaskedLM, name: str, folder: Path) -> Path:
-    """Write the adapter (no head) as the `adapters` library does, plus the fresh MLM head when there is one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in (folder / HEAD_FILE, folder / MANIFEST_FILE):
-        stale.unlink(missing_ok=True)
-    masked.model.save_adapter(str(folder), name, with_head=False, use_safetensors=True)
-    if masked.fresh_head:
-        save_file(masked.head_state(), str(folder / HEAD_FILE))
-    return folder
-
-
-def load_language_adapter_mlm(
-    info: Any, store: Any, adapter_id: str, version: int | None = None
-) -> tuple[MaskedLM, Any]:
-    """The base as an MLM model with a stored language adapter active (and its trained head, if it has one)."""
-    from langadapt.models.modeling import module_name
-
-    manifest, folder = store.open(adapter_id, version, expected_fingerprint=info.fingerprint)
-    if manifest.task != LANGUAGE_TASK:
-        raise LangadaptError(
-            f"{manifest.id} is a {manifest.task} adapter, not a language (mlm) adapter",
-            "pass the id of an adapter trained with `langadapt train lang`",
-        )
-    masked = load_masked_lm(info)
-    with _quiet_libraries():
-        name = masked.model.load_adapter(
-            str(folder), load_as=module_name(manifest.id), with_head=False, use_safetensors=True
-        )
-        masked.model.set_active_adapters(name)
-    if masked.fresh_head:
-        if HEAD_FILE not in manifest.files:
-            raise StoreError(
-                f"{manifest.id} v{manifest.version} has no {HEAD_FILE}, and base {info.id} has no MLM head",
-                "score it on a base with a pretrained MLM head, or retrain it with this version of langadapt",
-            )
-        state = load_file(str(folder / HEAD_FILE))
-        if set(state) != set(masked.fresh_head):
-            raise StoreError(
-                f"{HEAD_FILE} of {manifest.id} holds {sorted(state)[:3]}..., not this base's head parameters",
-                "load it on the base model it was trained on",
-            )
-        params = dict(masked.model.named_parameters())
-        with torch.no_grad():
-            for key, tensor in state.items():
-                params[key].copy_(tensor)
-    masked.model.eval()
-    return masked, manifest
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

@@ -12,8 +12,10 @@ the best checkpoint by validation macro-F1 (topic, sentiment) or seqeval entity 
 learning rates default to the recipe measured for the base model where there is one (`recipes`): on the embedded
 base, 1e-3 for the adapter and 1e-2 for the head.
 
-A run says what it does as it goes (one line per phase on stderr) and, at its end, what reading and encoding did
-to each split (`intake`): examples used, rows skipped, IOB tags repaired, texts cut or windowed.
+A run is a sequence of named phases: plan, read the data, tokenise (`task_encoding`), build the model, train,
+test (`task_scoring`) and publish (`publish`, shared with language adapters). It says what it does as it goes
+(one line per phase on stderr) and, at its end, what reading and encoding did to each split (`intake`): examples
+used, rows skipped, IOB tags repaired, texts cut or windowed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -32,12 +34,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from langadapt.errors import LangadaptError
 from langadapt.models.alignment import (
-    IGNORE_INDEX,
-    WordEncoding,
-    encode_words,
-    merge_windows,
     window_stride,
-    words_to_windows,
 )
 from langadapt.training.intake import cut_warnings, split_intake
 from langadapt.training.loop import announce
@@ -46,6 +43,22 @@ from langadapt.training.reading import ReadOptions, options_error, read_split, r
 from langadapt.training.recipes import Recipe, rate, recipe_for, recipes_help
 from langadapt.training.runs import RunRecord
 from langadapt.training.settings_file import settings_data
+from langadapt.training.task_encoding import (
+    EncodedClassification,
+    EncodedTagging,
+    collate_rows,
+    encode_split,
+    training_rows,
+)
+from langadapt.training.task_scoring import (
+    OUTSIDE,
+    Predictions,
+    majority_figures,
+    predict_classification,
+    predict_tagging,
+    score_split,
+    task_loss,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -81,7 +94,6 @@ Task = Literal["topic", "sentiment", "ner"]
 
 # Epochs per task when not given: the small topic set needs many passes, the large sentiment sets few.
 DEFAULT_EPOCHS: dict[str, float] = {"topic": 10.0, "sentiment": 3.0, "ner": 5.0}
-OUTSIDE = "O"
 
 # Licences of the public data sets in ../shared/data, recognised by a folder name in the data path.
 KNOWN_LICENCES = {
@@ -254,253 +266,6 @@ def seeded_sample(items: Sequence[Any], cap: int | None, seed: int) -> tuple[lis
         return list(items), None
     chosen = sorted(_permutation(len(items), seed)[:cap])
     return [items[i] for i in chosen], {"used": cap, "available": len(items), "seed": seed}
-
-
-@dataclass
-class EncodedClassification:
-    """Token ids of classification texts with their gold labels (and label ids, -100 where unknown)."""
-
-    ids: list[list[int]]
-    gold: list[str]
-    gold_ids: list[int]
-    truncated: int
-
-
-@dataclass
-class EncodedTagging:
-    """Windows of tagged sentences with their gold tags (and per-window label ids, -100 where unknown)."""
-
-    encodings: list[WordEncoding]
-    gold: list[list[str]]
-    gold_ids: list[list[list[int]]]
-    windows: int
-
-
-def encode_classification(
-    tokenizer: Any, texts: Sequence[str], labels: Sequence[str], max_length: int, label2id: Mapping[str, int]
-) -> EncodedClassification:
-    """Token ids truncated to `max_length`, counting the texts that were cut."""
-    if not texts:
-        return EncodedClassification([], [], [], 0)
-    full = tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]
-    cut = tokenizer(list(texts), truncation=True, max_length=max_length, verbose=False)["input_ids"]
-    truncated = sum(len(a) > len(b) for a, b in zip(full, cut, strict=True))
-    gold_ids = [label2id.get(label, IGNORE_INDEX) for label in labels]
-    return EncodedClassification([list(ids) for ids in cut], list(labels), gold_ids, truncated)
-
-
-def encode_tagging(
-    tokenizer: Any,
-    sentences: Sequence[Sequence[str]],
-    tags: Sequence[Sequence[str]],
-    max_length: int,
-    stride: int,
-    label2id: Mapping[str, int],
-) -> EncodedTagging:
-    """Each sentence's words in windows (no truncation), with its gold tags."""
-    encodings = [words_to_windows(tokenizer, words, max_length, stride) for words in sentences]
-    gold_ids = [enc.labels(t, label2id, skip_unknown=True) for enc, t in zip(encodings, tags, strict=True)]
-    return EncodedTagging(encodings, [list(t) for t in tags], gold_ids, sum(len(e.windows) for e in encodings))
-
-
-def encode_split(
-    tokenizer: Any,
-    task: str,
-    examples: Sequence[Any],
-    label2id: Mapping[str, int],
-    max_length: int,
-    stride: int,
-) -> EncodedClassification | EncodedTagging:
-    """Encode a split's examples for evaluation: texts for classification, windows of words for NER."""
-    if task == "ner":
-        tokens, tags = [e.tokens for e in examples], [e.tags for e in examples]
-        return encode_tagging(tokenizer, tokens, tags, max_length, stride, label2id)
-    texts, labels = [e.text for e in examples], [e.label for e in examples]
-    return encode_classification(tokenizer, texts, labels, max_length, label2id)
-
-
-def score_split(
-    model: Any,
-    head: str,
-    encoded: EncodedClassification | EncodedTagging,
-    labels: Sequence[str],
-    pad_id: int,
-    batch_size: int,
-) -> dict[str, float]:
-    """The task's figures (and mean loss over known labels) of the model on an encoded split."""
-    from langadapt.training.metrics import classification_metrics, ner_metrics
-
-    if isinstance(encoded, EncodedTagging):
-        tagged = predict_tagging(model, head, encoded.encodings, pad_id, batch_size, encoded.gold_ids)
-        figures = ner_metrics(encoded.gold, _tags(tagged.labels, labels))
-        loss = tagged.loss
-    else:
-        predicted = predict_classification(model, head, encoded.ids, pad_id, batch_size, encoded.gold_ids)
-        figures = classification_metrics(encoded.gold, [labels[k] for k in predicted.labels])
-        loss = predicted.loss
-    return {**figures, "loss": loss} if loss is not None else figures
-
-
-def majority_figures(encoded: EncodedClassification | EncodedTagging, train_majority: str | None) -> dict[str, float]:
-    """The majority baseline on an encoded split: all `O` for NER, the training majority label otherwise."""
-    from langadapt.training.metrics import classification_majority_baseline, ner_majority_baseline
-
-    if isinstance(encoded, EncodedTagging):
-        return ner_majority_baseline(encoded.gold)
-    if train_majority is None:
-        return {}
-    return classification_majority_baseline([train_majority], encoded.gold)
-
-
-def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    """Right-pad integer rows into one tensor."""
-    import torch
-
-    width = max(len(r) for r in rows)
-    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
-
-
-def _batch_inputs(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Padded input ids and attention mask."""
-    return {"input_ids": _pad(rows, pad_id), "attention_mask": _pad([[1] * len(r) for r in rows], 0)}
-
-
-def _logits(model: Any, head: str, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The named head's logits for a batch."""
-    return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], head=head).logits
-
-
-@dataclass
-class Predictions:
-    """Predicted label index and probability per item (per word for NER), and the mean loss when gold was given."""
-
-    labels: list[Any]
-    scores: list[Any]
-    loss: float | None = None
-
-
-class _LossMeter:
-    """Sums cross-entropy over labelled positions across batches."""
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self.count = 0
-
-    def add(self, logits: torch.Tensor, gold: torch.Tensor) -> None:
-        """Add one batch's summed loss over positions whose gold label is not -100."""
-        import torch
-
-        flat_logits, flat_gold = logits.reshape(-1, logits.size(-1)), gold.reshape(-1)
-        keep = flat_gold != IGNORE_INDEX
-        if bool(keep.any()):
-            loss = torch.nn.functional.cross_entropy(flat_logits[keep].float(), flat_gold[keep], reduction="sum")
-            self.total += float(loss)
-            self.count += int(keep.sum())
-
-    @property
-    def mean(self) -> float | None:
-        """The mean loss per labelled position, None when nothing was labelled."""
-        return self.total / self.count if self.count else None
-
-
-def predict_classification(
-    model: Any,
-    head: str,
-    rows: Sequence[Sequence[int]],
-    pad_id: int,
-    batch_size: int,
-    gold: Sequence[int] | None = None,
-) -> Predictions:
-    """Label index and probability per text (batches sorted by length); mean loss against `gold` ids if given."""
-    import torch
-
-    model.eval()
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    labels, scores = [0] * len(rows), [0.0] * len(rows)
-    meter = _LossMeter()
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            logits = _logits(model, head, _batch_inputs([rows[i] for i in chunk], pad_id))
-            if gold is not None:
-                meter.add(logits, torch.tensor([gold[i] for i in chunk], dtype=torch.long))
-            best, index = logits.float().softmax(-1).max(-1)
-            for i, p, k in zip(chunk, best.tolist(), index.tolist(), strict=True):
-                labels[i], scores[i] = k, p
-    return Predictions(labels, scores, meter.mean)
-
-
-def predict_tagging(
-    model: Any,
-    head: str,
-    encodings: Sequence[WordEncoding],
-    pad_id: int,
-    batch_size: int,
-    gold: Sequence[Sequence[Sequence[int]]] | None = None,
-) -> Predictions:
-    """Per sentence, per word: label index and probability, read from each word's owning window.
-
-    Words the tokenizer dropped entirely get label index -1. `gold`, per sentence per window, are label ids
-    laid out as `WordEncoding.labels` gives them; with it the mean loss over labelled words is returned.
-    """
-    import torch
-
-    model.eval()
-    flat = [(s, w) for s, enc in enumerate(encodings) for w in range(len(enc.windows))]
-    order = sorted(range(len(flat)), key=lambda i: len(encodings[flat[i][0]].windows[flat[i][1]].input_ids))
-    indices: list[list[list[int]]] = [[[] for _ in enc.windows] for enc in encodings]
-    probs: list[list[list[float]]] = [[[] for _ in enc.windows] for enc in encodings]
-    meter = _LossMeter()
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            chunk = [flat[i] for i in order[start : start + batch_size]]
-            rows = [encodings[s].windows[w].input_ids for s, w in chunk]
-            logits = _logits(model, head, _batch_inputs(rows, pad_id))
-            if gold is not None:
-                meter.add(logits, _pad([gold[s][w] for s, w in chunk], IGNORE_INDEX))
-            best, index = logits.float().softmax(-1).max(-1)
-            for j, (s, w) in enumerate(chunk):
-                n = len(rows[j])
-                indices[s][w] = index[j, :n].tolist()
-                probs[s][w] = best[j, :n].tolist()
-    return Predictions(
-        [merge_windows(enc, indices[s], -1) for s, enc in enumerate(encodings)],
-        [merge_windows(enc, probs[s], 0.0) for s, enc in enumerate(encodings)],
-        meter.mean,
-    )
-
-
-def _tags(indices: Sequence[Sequence[int]], labels: Sequence[str]) -> list[list[str]]:
-    """Label names from indices; dropped words (-1) are `O`."""
-    return [[labels[k] if k >= 0 else OUTSIDE for k in sentence] for sentence in indices]
-
-
-def _collate(pad_id: int) -> Callable[[Sequence[Any], Any], dict[str, torch.Tensor]]:
-    """Batch (input ids, label or per-token labels) rows, padding ids with `pad_id` and labels with -100."""
-
-    def collate(rows: Sequence[Any], gen: Any) -> dict[str, torch.Tensor]:
-        batch = _batch_inputs([r[0] for r in rows], pad_id)
-        labels = [r[1] for r in rows]
-        batch["labels"] = _pad([labels], IGNORE_INDEX)[0] if isinstance(labels[0], int) else _pad(labels, IGNORE_INDEX)
-        return batch
-
-    return collate
-
-
-def _loss(head: str) -> Callable[[Any, Any], torch.Tensor]:
-    """Cross-entropy of the head's logits, ignoring -100 labels."""
-
-    def loss_fn(model: Any, batch: Any) -> torch.Tensor:
-        import torch
-
-        logits = _logits(model, head, batch)
-        labels = batch["labels"]
-        if not bool((labels != IGNORE_INDEX).any()):
-            return logits.sum() * 0.0  # nothing to learn in this batch; keeps the graph and a finite loss
-        flat_logits, flat_labels = logits.reshape(-1, logits.size(-1)), labels.reshape(-1)
-        return torch.nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX)
-
-    return loss_fn
 
 
 # --------------------------------------------------------------------------------------- training
@@ -688,29 +453,6 @@ def _task_loop(base: type, head_prefix: str, head_lr: float | None) -> type:
     return TaskLoop
 
 
-def _training_rows(
-    tokenizer: Any, task: str, examples: Sequence[Any], label2id: Mapping[str, int], max_length: int, stride: int
-) -> tuple[list[tuple[list[int], Any]], int]:
-    """Training rows, plus how many texts were cut (classification) or read in more than one window (NER).
-
-    Rows are (input ids, label id) per text, or (input ids, per-token label ids) per NER window with a label.
-    """
-    if task != "ner":
-        encoded = encode_classification(
-            tokenizer, [e.text for e in examples], [e.label for e in examples], max_length, label2id
-        )
-        return list(zip(encoded.ids, encoded.gold_ids, strict=True)), encoded.truncated
-    rows: list[tuple[list[int], Any]] = []
-    windowed = 0
-    for ex in examples:
-        windows = encode_words(tokenizer, ex.tokens, ex.tags, label2id, max_length, stride)
-        windowed += len(windows) > 1
-        for window in windows:
-            if any(label != IGNORE_INDEX for label in window["labels"]):
-                rows.append((window["input_ids"], window["labels"]))
-    return rows, windowed
-
-
 def _intake(
     settings: TaskTrainSettings, splits: _Splits, train_overflow: int, dev: Any, test: Any
 ) -> dict[str, dict[str, Any]]:
@@ -841,7 +583,7 @@ def _tokenise(run: _Run, splits: _Splits, tokenizer: Any) -> _Encoded:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     announce(f"tokenizing {len(splits.train)}/{len(splits.dev)}/{len(splits.test)} train/dev/test examples")
     stride = window_stride(tokenizer, settings.max_length, settings.stride)
-    train_rows, train_overflow = _training_rows(tokenizer, task, splits.train, label2id, settings.max_length, stride)
+    train_rows, train_overflow = training_rows(tokenizer, task, splits.train, label2id, settings.max_length, stride)
     dev_enc = encode_split(tokenizer, task, splits.dev, label2id, settings.max_length, stride)
     test_enc = encode_split(tokenizer, task, splits.test, label2id, settings.max_length, stride)
     intake = _intake(settings, splits, train_overflow, dev_enc, test_enc)
@@ -871,7 +613,7 @@ def _train(run: _Run, encoded: _Encoded, model: _Model) -> _Trained:
         timer["eval_s"] += time.perf_counter() - t0
         return figures
 
-    base_loss = _loss(name)
+    base_loss = task_loss(name)
 
     def timed_loss(m: Any, batch: Any) -> torch.Tensor:
         timer["steps"] += 1
@@ -901,7 +643,7 @@ def _train(run: _Run, encoded: _Encoded, model: _Model) -> _Trained:
     loop = _task_loop(TrainLoop, f"heads.{name}.", separate_head_lr)(
         model.model,
         encoded.train_rows,
-        _collate(encoded.pad_id),
+        collate_rows(encoded.pad_id),
         timed_loss,
         evaluate,
         config,
