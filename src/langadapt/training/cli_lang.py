@@ -2,8 +2,9 @@
 
 Mount them with `register(train_app, eval_app, root_app)`: it adds `lang` to the `train` group, `pppl` to the
 `eval` group and `report` to the root command, each wrapped in the main CLI's `friendly_errors` (a
-LangadaptError becomes a message, a hint and exit code 2). Training flags left out fall back to the `--config`
-file (JSON or TOML), then to the paper's defaults.
+LangadaptError becomes a message, a hint and exit code 2). The training flags are generated from
+`LanguageAdapterSettings` (`flags`); those left out fall back to the `--config` file (JSON, YAML or TOML), then to
+the paper's defaults.
 """
 
 from __future__ import annotations
@@ -13,16 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
+from langadapt.training.flags import CONFIG_HELP, option, settings_flags
 from langadapt.training.language_adapter import LanguageAdapterSettings
 
 __all__ = ["eval_pppl", "register", "report", "train_lang"]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
-
-
-def _opt(name: str, *flags: str) -> Any:
-    """A Typer option for settings field `name`, with the field's description as its help."""
-    return typer.Option(*flags, help=LanguageAdapterSettings.model_fields[name].description or name)
 
 
 def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
@@ -32,70 +29,16 @@ def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
     emit(data, as_json, lambda: text)
 
 
+@settings_flags(LanguageAdapterSettings)
 def train_lang(
-    language: Annotated[str | None, _opt("language", "--lang")] = None,
-    kind: Annotated[str | None, _opt("kind", "--kind")] = None,
-    text: Annotated[list[Path] | None, _opt("text", "--text")] = None,
-    kg_edges: Annotated[list[Path] | None, _opt("kg_edges", "--kg-edges")] = None,
-    kg_triples: Annotated[list[Path] | None, _opt("kg_triples", "--kg-triples")] = None,
-    dev: Annotated[Path | None, _opt("dev", "--dev")] = None,
-    base: Annotated[str | None, _opt("base", "--base")] = None,
-    store: Annotated[Path | None, _opt("store", "--store")] = None,
-    out: Annotated[Path | None, _opt("out_dir", "--out")] = None,
-    max_steps: Annotated[int | None, _opt("max_steps", "--max-steps")] = None,
-    epochs: Annotated[float | None, _opt("epochs", "--epochs")] = None,
-    learning_rate: Annotated[float | None, _opt("learning_rate", "--lr")] = None,
-    batch_size: Annotated[int | None, _opt("batch_size", "--batch-size")] = None,
-    mask_probability: Annotated[float | None, _opt("mask_probability", "--mask-prob")] = None,
-    max_length: Annotated[int | None, _opt("max_length", "--max-length")] = None,
-    eval_every: Annotated[int | None, _opt("eval_every", "--eval-every")] = None,
-    patience: Annotated[int | None, _opt("patience", "--patience")] = None,
-    max_examples: Annotated[int | None, _opt("max_examples", "--max-examples")] = None,
-    pppl_sentences: Annotated[int | None, _opt("pppl_sentences", "--pppl-sentences")] = None,
-    seed: Annotated[int | None, _opt("seed", "--seed")] = None,
-    licence: Annotated[str | None, _opt("licence", "--licence")] = None,
-    on_bad_row: Annotated[str | None, _opt("on_bad_row", "--on-bad-row")] = None,
-    publish: Annotated[bool | None, _opt("publish", "--publish/--no-publish")] = None,
-    progress: Annotated[bool | None, _opt("progress", "--progress/--no-progress")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="JSON or TOML file of settings; flags given win over it.")
-    ] = None,
+    flags: dict[str, Any],
+    config: Annotated[Path | None, typer.Option("--config", help=CONFIG_HELP)] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a language adapter by masked-language modelling on text and/or knowledge-graph sentences."""
     from langadapt.training.language_adapter import train_language_adapter
 
-    given = {
-        "language": language,
-        "kind": kind,
-        "text": text or None,
-        "kg_edges": kg_edges or None,
-        "kg_triples": kg_triples or None,
-        "dev": dev,
-        "base": base,
-        "store": store,
-        "out_dir": out,
-        "max_steps": max_steps,
-        "epochs": epochs,
-        "learning_rate": learning_rate,
-        "batch_size": batch_size,
-        "mask_probability": mask_probability,
-        "max_length": max_length,
-        "eval_every": eval_every,
-        "patience": patience,
-        "max_examples": max_examples,
-        "pppl_sentences": pppl_sentences,
-        "seed": seed,
-        "licence": licence,
-        "on_bad_row": on_bad_row,
-        "publish": publish,
-        "progress": progress,
-    }
-    flags = {k: v for k, v in given.items() if v is not None}
-    if config is not None:
-        settings = LanguageAdapterSettings.from_file(config, **flags)
-    else:
-        settings = LanguageAdapterSettings.validated(flags, origin="the command line")
+    settings = LanguageAdapterSettings.load(config, flags)
     try:
         result = train_language_adapter(settings)
     except KeyboardInterrupt:
@@ -139,7 +82,7 @@ def eval_pppl(
         str | None,
         typer.Option("--base", help="Base model (default: the adapter's, else the embedded one)."),
     ] = None,
-    store: Annotated[Path | None, _opt("store", "--store")] = None,
+    store: Annotated[Path | None, option(LanguageAdapterSettings, "store")] = None,
     language: Annotated[str | None, typer.Option("--lang", help="Language of the text, for the run record.")] = None,
     max_sentences: Annotated[int | None, typer.Option("--max-sentences", help="Score only the first N.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Masked copies per forward pass.")] = 64,

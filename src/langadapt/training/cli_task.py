@@ -2,9 +2,10 @@
 
 Mount them with `register(train_app, eval_app)`, which adds a `task` command to each Typer group and wraps
 both in the main CLI's `friendly_errors` (a LangadaptError becomes a message, a hint and exit code 2).
-Flags left out fall back to the `--config` file (JSON or YAML), then to the defaults: the learning rates measured
-for the base model where there are some, the paper's otherwise. `eval task` reads the test file with the reader
-options the adapter was trained with, unless its own flags say otherwise.
+`train task`'s flags are generated from `TaskTrainSettings` (`flags`); those left out fall back to the `--config`
+file (JSON, YAML or TOML), then to the defaults: the learning rates measured for the base model where there are
+some, the paper's otherwise. `eval task` reads the test file with the reader options the adapter was trained with,
+unless its own flags say otherwise.
 """
 
 from __future__ import annotations
@@ -14,22 +15,16 @@ from typing import Annotated, Any
 
 import typer
 
+from langadapt.training.flags import CONFIG_HELP, option, settings_flags
+from langadapt.training.reading import ReadOptions
 from langadapt.training.task_adapter import TaskTrainSettings
 
 __all__ = ["eval_task", "register", "train_task"]
 
 
-def _help(name: str) -> str:
-    """The settings field's description, so flag help and config docs never drift apart."""
-    return TaskTrainSettings.model_fields[name].description or ""
-
-
-def _opt(name: str, flag: str, suffix: str = "") -> Any:
-    """A Typer option for settings field `name`, with the field's description (and `suffix`) as help."""
-    return typer.Option(flag, help=_help(name) + suffix)
-
-
 AS_TRAINED = " Default: as the adapter was trained (its manifest records it)."
+# The reader flags of `eval task`, in `--help` order (as `train task` lists them).
+READER_FLAGS = ("data_format", "text_column", "label_column", "quoting", "label_names", "on_bad_row", "repair_iob")
 
 
 def _text(summary: dict[str, Any]) -> str:
@@ -62,98 +57,16 @@ def _text(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@settings_flags(TaskTrainSettings)
 def train_task(
-    language: Annotated[str | None, _opt("language", "--lang")] = None,
-    task: Annotated[str | None, _opt("task", "--task")] = None,
-    train: Annotated[Path | None, _opt("train", "--train")] = None,
-    dev: Annotated[Path | None, _opt("dev", "--dev")] = None,
-    test: Annotated[Path | None, _opt("test", "--test")] = None,
-    lang_adapter: Annotated[str | None, _opt("lang_adapter", "--lang-adapter")] = None,
-    lang_adapter_version: Annotated[int | None, _opt("lang_adapter_version", "--lang-adapter-version")] = None,
-    full_finetune: Annotated[bool | None, _opt("full_finetune", "--full-finetune/--no-full-finetune")] = None,
-    kind: Annotated[str | None, _opt("kind", "--kind")] = None,
-    base: Annotated[str | None, _opt("base", "--base")] = None,
-    store: Annotated[Path | None, _opt("store", "--store")] = None,
-    out: Annotated[Path | None, _opt("out", "--out")] = None,
-    adapter_id: Annotated[str | None, _opt("adapter_id", "--id")] = None,
-    epochs: Annotated[float | None, _opt("epochs", "--epochs")] = None,
-    learning_rate: Annotated[float | None, _opt("learning_rate", "--lr")] = None,
-    head_learning_rate: Annotated[float | None, _opt("head_learning_rate", "--head-lr")] = None,
-    batch_size: Annotated[int | None, _opt("batch_size", "--batch-size")] = None,
-    eval_batch_size: Annotated[int | None, _opt("eval_batch_size", "--eval-batch-size")] = None,
-    weight_decay: Annotated[float | None, _opt("weight_decay", "--weight-decay")] = None,
-    warmup_ratio: Annotated[float | None, _opt("warmup_ratio", "--warmup-ratio")] = None,
-    max_length: Annotated[int | None, _opt("max_length", "--max-length")] = None,
-    stride: Annotated[int | None, _opt("stride", "--stride")] = None,
-    eval_every: Annotated[int | None, _opt("eval_every", "--eval-every")] = None,
-    patience: Annotated[int | None, _opt("patience", "--patience")] = None,
-    seed: Annotated[int | None, _opt("seed", "--seed")] = None,
-    max_train_examples: Annotated[int | None, _opt("max_train_examples", "--max-train-examples")] = None,
-    max_eval_examples: Annotated[int | None, _opt("max_eval_examples", "--max-eval-examples")] = None,
-    max_test_examples: Annotated[int | None, _opt("max_test_examples", "--max-test-examples")] = None,
-    fp16_weights: Annotated[bool | None, _opt("fp16_weights", "--fp16-weights/--fp32-weights")] = None,
-    licence: Annotated[str | None, _opt("licence", "--licence")] = None,
-    data_format: Annotated[str | None, _opt("data_format", "--format")] = None,
-    text_column: Annotated[str | None, _opt("text_column", "--text-column")] = None,
-    label_column: Annotated[str | None, _opt("label_column", "--label-column")] = None,
-    quoting: Annotated[str | None, _opt("quoting", "--quoting")] = None,
-    label_names: Annotated[str | None, _opt("label_names", "--label-names")] = None,
-    on_bad_row: Annotated[str | None, _opt("on_bad_row", "--on-bad-row")] = None,
-    repair_iob: Annotated[bool | None, _opt("repair_iob", "--repair-iob/--strict-iob")] = None,
-    publish: Annotated[bool | None, _opt("publish", "--publish/--no-publish")] = None,
-    keep_checkpoint: Annotated[bool | None, _opt("keep_checkpoint", "--keep-checkpoint/--no-keep-checkpoint")] = None,
-    progress: Annotated[bool | None, _opt("progress", "--progress/--no-progress")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="JSON or YAML file of settings; flags given win over it.")
-    ] = None,
+    flags: dict[str, Any],
+    config: Annotated[Path | None, typer.Option("--config", help=CONFIG_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")] = False,
 ) -> None:
     """Train a task adapter (topic, sentiment, ner), optionally stacked on a language adapter, or a baseline."""
     from langadapt.training.task_adapter import load_settings, train_task_adapter
 
-    settings = load_settings(
-        config,
-        language=language,
-        task=task,
-        train=train,
-        dev=dev,
-        test=test,
-        lang_adapter=lang_adapter,
-        lang_adapter_version=lang_adapter_version,
-        full_finetune=full_finetune,
-        kind=kind,
-        base=base,
-        store=store,
-        out=out,
-        adapter_id=adapter_id,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        head_learning_rate=head_learning_rate,
-        batch_size=batch_size,
-        eval_batch_size=eval_batch_size,
-        weight_decay=weight_decay,
-        warmup_ratio=warmup_ratio,
-        max_length=max_length,
-        stride=stride,
-        eval_every=eval_every,
-        patience=patience,
-        seed=seed,
-        max_train_examples=max_train_examples,
-        max_eval_examples=max_eval_examples,
-        max_test_examples=max_test_examples,
-        fp16_weights=fp16_weights,
-        licence=licence,
-        data_format=data_format,
-        text_column=text_column,
-        label_column=label_column,
-        quoting=quoting,
-        label_names=label_names,
-        on_bad_row=on_bad_row,
-        repair_iob=repair_iob,
-        publish=publish,
-        keep_checkpoint=keep_checkpoint,
-        progress=progress,
-    )
+    settings = load_settings(config, **flags)
     result = train_task_adapter(settings)
     if result.manifest is not None:
         from langadapt.console import warn_if_shadowing
@@ -163,6 +76,7 @@ def train_task(
     _emit(result.summary(), as_json)
 
 
+@settings_flags(ReadOptions, READER_FLAGS, suffix=AS_TRAINED)
 def eval_task(
     adapter: Annotated[
         str,
@@ -172,7 +86,7 @@ def eval_task(
     ],
     test: Annotated[Path, typer.Option("--test", help="Labelled file to score it on.")],
     version: Annotated[int | None, typer.Option("--version", help="Adapter version (default: latest).")] = None,
-    store: Annotated[Path | None, _opt("store", "--store")] = None,
+    store: Annotated[Path | None, option(TaskTrainSettings, "store")] = None,
     defaults: Annotated[
         bool,
         typer.Option("--defaults/--no-defaults", help="Include the packaged default adapters (read-only)."),
@@ -184,13 +98,8 @@ def eval_task(
         str | None,
         typer.Option("--lang-adapter", help="Language adapter to stack under it (default: the one it was trained on)."),
     ] = None,
-    data_format: Annotated[str | None, _opt("data_format", "--format", AS_TRAINED)] = None,
-    text_column: Annotated[str | None, _opt("text_column", "--text-column", AS_TRAINED)] = None,
-    label_column: Annotated[str | None, _opt("label_column", "--label-column", AS_TRAINED)] = None,
-    quoting: Annotated[str | None, _opt("quoting", "--quoting", AS_TRAINED)] = None,
-    label_names: Annotated[str | None, _opt("label_names", "--label-names", AS_TRAINED)] = None,
-    on_bad_row: Annotated[str | None, _opt("on_bad_row", "--on-bad-row", AS_TRAINED)] = None,
-    repair_iob: Annotated[bool | None, _opt("repair_iob", "--repair-iob/--strict-iob", AS_TRAINED)] = None,
+    *,
+    flags: dict[str, Any],
     max_examples: Annotated[int | None, typer.Option("--max-examples", help="Cap: a seeded sample.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 64,
     out: Annotated[Path | None, typer.Option("--out", help="Write run.json into this directory.")] = None,
@@ -200,15 +109,6 @@ def eval_task(
     from langadapt.models.store_view import store_view
     from langadapt.training.task_adapter import evaluate_task_adapter
 
-    reading = {
-        "data_format": data_format,
-        "text_column": text_column,
-        "label_column": label_column,
-        "quoting": quoting,
-        "label_names": label_names,
-        "on_bad_row": on_bad_row,
-        "repair_iob": repair_iob,
-    }
     view = store_view(store, defaults)
     result = evaluate_task_adapter(
         adapter,
@@ -217,7 +117,7 @@ def eval_task(
         version=version,
         base=base,
         lang_adapter=lang_adapter,
-        reading=reading,
+        reading=flags,
         max_examples=max_examples,
         batch_size=batch_size,
         out=out,

@@ -1,46 +1,51 @@
 """Language adapters: masked-language modelling on a language's text and knowledge-graph sentences.
 
-The base model is loaded as a Hugging Face `*ForMaskedLM` and made adapter-capable with `adapters.init`. Bases
-that ship an MLM head (XLM-R, mBERT) keep it, frozen. Bases without one (the embedded multilingual-e5-small is a
-plain `BertModel`) get a head whose decoder *is* the input embedding matrix (tied, frozen) and whose transform
-(dense + LayerNorm) and output bias are freshly initialised and trained together with the adapter. Nothing else
-trains: every base weight is left bit-identical.
+A run is a sequence of named phases: plan (adapter id, run directory), read the text, tokenise, build the model
+(`masked_lm`: the base as a `*ForMaskedLM` with a fresh adapter and, for bases without one, a fresh MLM head),
+train (`mlm_batches`: BERT masking; the loop resumes from its checkpoint), and publish (`publish`, shared with task
+adapters). Only the adapter (and a fresh head) trains: every base weight is left bit-identical.
 
 What is published is the adapter alone, in the `adapters` library's `save_adapter(..., with_head=False,
 use_safetensors=True)` layout, so it loads onto a plain encoder under a task adapter (`Stack(lang, task)`) where
 no MLM head exists; a freshly trained head travels beside it as `mlm_head.safetensors`, used only to score MLM
-(pseudo-perplexity) again. The manifest says which of the two heads it was.
-
-Masking follows BERT: per sentence, round(p * n) of its n non-special tokens (at least one) are chosen; 80% of
-those become the mask token, 10% a random non-special token, 10% stay. Each step's masks come from the loop's
-per-step generator, and the validation masks are drawn once from the seed, so validation loss is comparable
-across evaluations and a resumed run reproduces an uninterrupted one exactly.
+(pseudo-perplexity) again. The manifest says which of the two heads it was. Each step's masks come from the
+loop's per-step generator and the validation masks are drawn once from the seed, so a resumed run reproduces an
+uninterrupted one exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from safetensors.torch import load_file, save_file
 
-from langadapt.errors import BaseModelError, LangadaptError, StoreError
-from langadapt.models.kinds import DEFAULT_KIND, LANGUAGE_TASK, MANIFEST_FILE, MASKED_LM, get_kind
+from langadapt.errors import BaseModelError, LangadaptError
+from langadapt.models.kinds import DEFAULT_KIND, LANGUAGE_TASK, MASKED_LM, get_kind
 from langadapt.training.kg import read_conceptnet_edges, verbalise
 from langadapt.training.loop import LoopConfig, LoopResult, TrainLoop, announce, load_trainable_state
+from langadapt.training.masked_lm import (
+    HEAD_FILE,
+    MaskedLM,
+    adapters_off,
+    add_language_adapter,
+    load_language_adapter_mlm,
+    load_masked_lm,
+    save_language_adapter,
+)
+from langadapt.training.mlm_batches import Example, MlmBatches, mask_tokens, tokenize
 from langadapt.training.mlm_text import read_mlm_text
-from langadapt.training.pppl import PseudoPerplexity, masked_token_logits, pseudo_perplexity
+from langadapt.training.pppl import PseudoPerplexity, pseudo_perplexity
+from langadapt.training.publish import ADAPTER_DIR, WORK_DIR, fresh_adapter_dir, publish_run
 from langadapt.training.readers import read_verbalised_triples
 from langadapt.training.runs import RUN_FILE, RunRecord
+from langadapt.training.settings_file import settings_data
 
 __all__ = [
     "ADAPTER_DIR",
@@ -62,13 +67,8 @@ __all__ = [
     "train_language_adapter",
 ]
 
-ADAPTER_DIR = "adapter"
-WORK_DIR = "work"
-HEAD_FILE = "mlm_head.safetensors"
 SETTINGS_FILE = "settings.json"
 PPPL_BEFORE_FILE = "pppl_before.json"
-IGNORE_INDEX = -100
-HeadSource = Literal["pretrained", "fresh"]
 
 # Settings that do not change what is trained, so a run may be resumed with other values of them.
 NOT_TRAINING_SETTINGS = frozenset(
@@ -80,6 +80,13 @@ class LanguageAdapterSettings(BaseModel):
     """Everything a language-adapter run needs; defaults are the paper's (batch 16, lr 1e-4, mask 0.15)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    # The flags of `langadapt train lang`, in `--help` order; the other fields are set in a `--config` file.
+    FLAGS: ClassVar[tuple[str, ...]] = (
+        "language", "kind", "text", "kg_edges", "kg_triples", "dev", "base", "store", "out_dir", "max_steps",
+        "epochs", "learning_rate", "batch_size", "mask_probability", "max_length", "eval_every", "patience",
+        "max_examples", "pppl_sentences", "seed", "licence", "on_bad_row", "publish", "progress",
+    )  # fmt: skip
 
     language: str = Field(description="language code in any accepted form (yo, yor, yor_Latn); stored canonical")
     kind: str = Field(default=DEFAULT_KIND, description="adapter kind (a registered one: seq_bn, seq_bn_inv, lora)")
@@ -123,23 +130,15 @@ class LanguageAdapterSettings(BaseModel):
 
     @classmethod
     def from_file(cls, path: Path, **overrides: Any) -> LanguageAdapterSettings:
-        """Settings from a JSON or TOML file, with `overrides` (e.g. command-line flags) winning."""
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise LangadaptError(f"cannot read config file {path}: {err.strerror}", "check the --config path") from None
-        try:
-            if path.suffix.lower() == ".toml":
-                import tomllib
+        """Settings from a JSON, YAML or TOML file, with `overrides` (e.g. command-line flags) winning."""
+        return cls.validated(settings_data(path, overrides), origin=str(path))
 
-                data = tomllib.loads(text)
-            else:
-                data = json.loads(text)
-        except ValueError as err:
-            raise LangadaptError(f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {err}", "fix it") from None
-        if not isinstance(data, dict):
-            raise LangadaptError(f"{path} must hold an object of settings", 'e.g. {"lr": 1e-4}')
-        return cls.validated({**data, **overrides}, origin=str(path))
+    @classmethod
+    def load(cls, config: Path | None, flags: Mapping[str, Any]) -> LanguageAdapterSettings:
+        """Settings from the flags given, over the `--config` file if there is one, over the defaults."""
+        if config is not None:
+            return cls.from_file(config, **flags)
+        return cls.validated({k: v for k, v in flags.items() if v is not None}, origin="the command line")
 
     @classmethod
     def validated(cls, data: dict[str, Any], origin: str = "the settings") -> LanguageAdapterSettings:
@@ -165,127 +164,6 @@ class LanguageAdapterResult:
     pppl_after: PseudoPerplexity | None
     seconds_per_step: float
     model: Any = field(default=None, repr=False)
-
-
-@dataclass
-class MaskedLM:
-    """A `*ForMaskedLM` model made adapter-capable, and which of its head parameters were freshly created."""
-
-    model: Any
-    head_source: HeadSource
-    fresh_head: list[str]
-
-    def head_state(self) -> dict[str, torch.Tensor]:
-        """The fresh head parameters (empty for a pretrained head), by parameter name."""
-        params = dict(self.model.named_parameters())
-        return {name: params[name].detach().clone().contiguous() for name in self.fresh_head}
-
-
-@contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """Silence notices that are expected here: transformers' "newly initialized" head (explained in the manifest)
-    and the `adapters` warning that no adapter is active, which it also logs while adapters are being switched."""
-    from transformers.utils import logging as hf_logging
-
-    hf_level = hf_logging.get_verbosity()
-    mixin_log = logging.getLogger("adapters.model_mixin")
-    mixin_level = mixin_log.level
-    hf_logging.set_verbosity_error()
-    mixin_log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        mixin_log.setLevel(mixin_level)
-        hf_logging.set_verbosity(hf_level)
-
-
-def load_masked_lm(info: Any, *, seed: int = 0) -> MaskedLM:
-    """The base as a `*ForMaskedLM` with `adapters.init` applied; a missing MLM head is created tied and fresh.
-
-    The fresh part (transform and output bias) is initialised from `seed` alone, as BERT initialises it: dense
-    weights N(0, initializer_range), biases 0, LayerNorm 1/0. The decoder is the input embedding matrix.
-    """
-    import adapters
-    from transformers import AutoModelForMaskedLM
-
-    try:
-        with _quiet_libraries():
-            model, loading = AutoModelForMaskedLM.from_pretrained(
-                str(info.path), local_files_only=True, dtype=torch.float32, output_loading_info=True
-            )
-    except ValueError as err:
-        raise BaseModelError(
-            f"{info.id} cannot be loaded as a masked language model: {err}",
-            "use an encoder with a masked-LM architecture (BERT, XLM-R, DistilBERT, ...)",
-        ) from None
-    prefix = model.base_model_prefix
-    missing = set(loading["missing_keys"])
-    missing_encoder = sorted(k for k in missing if k.startswith(f"{prefix}.") and "pooler" not in k)
-    if missing_encoder:
-        raise BaseModelError(
-            f"{info.id} lacks encoder weights {missing_encoder[:3]}; it is not a complete encoder",
-            "point --base at a full model directory",
-        )
-    decoder, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
-    if decoder is None:
-        raise BaseModelError(f"{type(model).__name__} exposes no output embeddings", "use a BERT-style MLM model")
-    tied = decoder.weight.data_ptr() == embeddings.weight.data_ptr()
-    decoder_names = {n for n, p in model.named_parameters(remove_duplicate=False) if p is decoder.weight}
-    if not tied and decoder_names & missing:
-        decoder.weight = embeddings.weight  # no pretrained decoder: the decoder is the embedding matrix
-    fresh = sorted(n for n, _ in model.named_parameters() if n in missing)
-    _init_fresh(model, fresh, seed)
-    model.eval()
-    adapters.init(model)
-    return MaskedLM(model=model, head_source="fresh" if fresh else "pretrained", fresh_head=fresh)
-
-
-def _init_fresh(model: Any, names: Sequence[str], seed: int) -> None:
-    """BERT's initialisation for the named parameters, from a generator seeded with `seed` alone."""
-    gen = torch.Generator().manual_seed(seed)
-    std = float(getattr(model.config, "initializer_range", 0.02))
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name in names:
-            param = params[name]
-            if "norm" in name.lower() and name.endswith("weight"):
-                param.fill_(1.0)
-            elif param.ndim >= 2:
-                param.copy_(torch.randn(param.shape, generator=gen) * std)
-            else:
-                param.zero_()
-
-
-def _add_language_adapter(mlm: MaskedLM, name: str, kind: str, seed: int) -> dict[str, Any]:
-    """Add a fresh adapter of `kind` and make it (plus the fresh head) the only trainable parameters."""
-    model = mlm.model
-    config = get_kind(kind).build_config()
-    torch.manual_seed(seed)  # the adapter's initial weights come from the global generator
-    with _quiet_libraries():
-        model.add_adapter(name, config=config)
-        model.train_adapter(name)
-    prefix = f"{model.base_model_prefix}."
-    adapter_params = {n for n, p in model.named_parameters() if p.requires_grad and n.startswith(prefix)}
-    if not adapter_params:
-        raise LangadaptError(f"the {kind} adapter added no trainable parameters to this base", "try another kind")
-    trainable = adapter_params | set(mlm.fresh_head)
-    for n, p in model.named_parameters():
-        p.requires_grad = n in trainable
-    with _quiet_libraries():
-        model.set_active_adapters(name)
-    return dict(config.to_dict())
-
-
-@contextlib.contextmanager
-def adapters_off(model: Any) -> Iterator[None]:
-    """Run the model as the bare base (no adapter active), then restore the active adapters."""
-    active = model.active_adapters
-    with _quiet_libraries():
-        model.set_active_adapters(None)
-        try:
-            yield
-        finally:
-            model.set_active_adapters(active)
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -342,116 +220,6 @@ def split_validation(sentences: Sequence[str], fraction: float, max_dev: int, se
     dev = sorted(order[:k])
     train = sorted(order[k:])
     return [sentences[i] for i in train], [sentences[i] for i in dev]
-
-
-Example = tuple[list[int], list[int]]  # token ids, special-token mask
-
-
-def tokenize(tokenizer: Any, sentences: Sequence[str], max_length: int) -> list[Example]:
-    """Token ids (truncated to `max_length`) and special-token masks; sentences with no real token are left out."""
-    out: list[Example] = []
-    for start in range(0, len(sentences), 4096):
-        enc = tokenizer(
-            list(sentences[start : start + 4096]),
-            truncation=True,
-            max_length=max_length,
-            return_special_tokens_mask=True,
-            return_attention_mask=False,
-        )
-        for ids, special in zip(enc["input_ids"], enc["special_tokens_mask"], strict=True):
-            if not all(special):
-                out.append((list(ids), list(special)))
-    return out
-
-
-def mask_tokens(
-    rows: Sequence[Example],
-    generator: torch.Generator,
-    *,
-    mask_probability: float,
-    mask_id: int,
-    pad_id: int,
-    random_ids: torch.Tensor,
-) -> dict[str, torch.Tensor]:
-    """Pad `rows` and mask them as BERT does; returns input_ids, attention_mask and labels (-100: not predicted)."""
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    for r, (ids, special) in enumerate(rows):
-        input_ids[r, : len(ids)] = torch.tensor(ids)
-        attention[r, : len(ids)] = 1
-        candidates = torch.tensor([i for i, s in enumerate(special) if not s])
-        count = max(1, round(len(candidates) * mask_probability))
-        chosen = candidates[torch.randperm(len(candidates), generator=generator)[:count]]
-        labels[r, chosen] = input_ids[r, chosen]
-    selected = labels != IGNORE_INDEX
-    draw = torch.rand(labels.shape, generator=generator)
-    replacement = random_ids[torch.randint(len(random_ids), labels.shape, generator=generator)]
-    masked = input_ids.clone()
-    masked[selected & (draw < 0.8)] = mask_id
-    swap = selected & (draw >= 0.8) & (draw < 0.9)
-    masked[swap] = replacement[swap]
-    return {"input_ids": masked, "attention_mask": attention, "labels": labels}
-
-
-class MlmBatches:
-    """Collate and loss for the training loop, and a fixed-mask validation set for comparable evaluations."""
-
-    def __init__(self, tokenizer: Any, mask_probability: float) -> None:
-        if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
-            raise BaseModelError("the tokenizer has no mask or pad token", "use a masked-LM tokenizer")
-        special = set(tokenizer.all_special_ids)
-        self.mask_probability = mask_probability
-        self.mask_id = int(tokenizer.mask_token_id)
-        self.pad_id = int(tokenizer.pad_token_id)
-        self.random_ids = torch.tensor([i for i in range(len(tokenizer)) if i not in special], dtype=torch.long)
-
-    def collate(self, rows: Sequence[Example], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """One masked training batch; all randomness from the loop's per-step generator."""
-        return mask_tokens(
-            rows,
-            generator,
-            mask_probability=self.mask_probability,
-            mask_id=self.mask_id,
-            pad_id=self.pad_id,
-            random_ids=self.random_ids,
-        )
-
-    @staticmethod
-    def token_losses(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Cross-entropy of each predicted token (only masked positions go through the vocabulary projection)."""
-        device = next(model.parameters()).device
-        labels = batch["labels"].to(device)
-        rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
-        logits = masked_token_logits(
-            model, batch["input_ids"].to(device), batch["attention_mask"].to(device), rows, cols
-        )
-        return torch.nn.functional.cross_entropy(logits.float(), labels[rows, cols], reduction="none")
-
-    def loss(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Mean cross-entropy over the batch's predicted tokens."""
-        return self.token_losses(model, batch).mean()
-
-    def validation_batches(self, rows: Sequence[Example], batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
-        """Validation batches, masked once from `seed` (sorted by length to keep padding small)."""
-        generator = torch.Generator().manual_seed(seed)
-        ordered = sorted(rows, key=lambda r: len(r[0]))
-        return [self.collate(ordered[i : i + batch_size], generator) for i in range(0, len(ordered), batch_size)]
-
-    def evaluator(self, batches: Sequence[dict[str, torch.Tensor]]) -> Any:
-        """The loop's evaluation callback: token-weighted validation loss and its perplexity."""
-
-        def evaluate(model: torch.nn.Module) -> dict[str, float]:
-            total, count = 0.0, 0
-            for batch in batches:
-                losses = self.token_losses(model, batch)
-                total += float(losses.double().sum())
-                count += losses.numel()
-            loss = total / count
-            return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
-
-        return evaluate
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -516,6 +284,56 @@ def _pppl_before(
     return result
 
 
+@dataclass
+class _Run:
+    """What a run is, fixed before any work: its settings (with the run directory), language and adapter id."""
+
+    settings: LanguageAdapterSettings
+    language: str
+    adapter_id: str
+    out_dir: Path
+    started: float
+
+
+@dataclass
+class _Text:
+    """The training and validation sentences, where they came from, and how validation was chosen."""
+
+    data: TrainingText
+    train: list[str]
+    dev: list[str]
+    validation: dict[str, Any]
+
+
+@dataclass
+class _Rows:
+    """The tokenised training and validation sentences."""
+
+    train: list[Example]
+    dev: list[Example]
+
+
+@dataclass
+class _Model:
+    """The MLM model with its fresh adapter, the batches and evaluation of the loop, and PPPL before training."""
+
+    masked: MaskedLM
+    name: str
+    adapter_config: dict[str, Any]
+    batches: MlmBatches
+    evaluate: Any
+    pppl_before: PseudoPerplexity | None
+
+
+@dataclass
+class _Trained:
+    """The loop's result (best state loaded back into the model) and PPPL after training."""
+
+    loop: LoopResult
+    seconds_per_step: float
+    pppl_after: PseudoPerplexity | None
+
+
 def train_language_adapter(
     settings: LanguageAdapterSettings, *, stop_at_step: int | None = None
 ) -> LanguageAdapterResult:
@@ -525,51 +343,87 @@ def train_language_adapter(
     same adapter as an uninterrupted run. `stop_at_step` simulates an interruption (TrainingInterruptedError).
     """
     from langadapt.models.base import load_tokenizer, resolve_base_model
+
+    run = _plan(settings)
+    text = _read_text(run)  # bad input fails before anything is written
+    announce(f"loading the base model {run.settings.base}")
+    info = resolve_base_model(run.settings.base)
+    tokenizer = load_tokenizer(info)
+    _guard_resume(run.out_dir, run.settings)
+    rows = _tokenise(run, text, tokenizer)
+    model = _build_model(run, info, tokenizer, text, rows)
+    trained = _train(run, model, tokenizer, rows, text, stop_at_step)
+    return _publish(run, info, text, rows, model, trained)
+
+
+def _plan(settings: LanguageAdapterSettings) -> _Run:
+    """The run's language, adapter id and directory (default: runs/<adapter id>)."""
     from langadapt.models.language import canonical_language
-    from langadapt.models.manifest import Manifest, TrainingInfo, adapter_id
-    from langadapt.models.modeling import module_name
+    from langadapt.models.manifest import adapter_id
 
     started = time.perf_counter()
     language = canonical_language(settings.language)
-    kind = settings.kind
-    aid = adapter_id(language, LANGUAGE_TASK, kind)
+    aid = adapter_id(language, LANGUAGE_TASK, settings.kind)
     out_dir = settings.out_dir or Path("runs") / aid
     settings = settings.model_copy(update={"out_dir": out_dir})
+    return _Run(settings=settings, language=language, adapter_id=aid, out_dir=out_dir, started=started)
+
+
+def _read_text(run: _Run) -> _Text:
+    """The training sentences, and the validation ones: the --dev file's, else a seeded held-out share."""
+    settings = run.settings
     announce("reading the training text")
-    data = read_training_sentences(settings, language)  # bad input fails before anything is written
+    data = read_training_sentences(settings, run.language)
     if settings.dev is not None:
-        train_text = data.sentences
-        dev_data = read_mlm_text(settings.dev, on_bad_row=settings.on_bad_row, language=language)
-        dev_text = dev_data.examples[: settings.max_dev_sentences]
-        validation = {"source": str(settings.dev), "sentences": len(dev_text)}
-    else:
-        train_text, dev_text = split_validation(
-            data.sentences, settings.dev_fraction, settings.max_dev_sentences, settings.seed
-        )
-        validation = {"source": f"held out: {settings.dev_fraction:g} of the training text", "seed": settings.seed}
-    announce(f"loading the base model {settings.base}")
-    info = resolve_base_model(settings.base)
-    tokenizer = load_tokenizer(info)
-    _guard_resume(out_dir, settings)
+        dev_data = read_mlm_text(settings.dev, on_bad_row=settings.on_bad_row, language=run.language)
+        dev = dev_data.examples[: settings.max_dev_sentences]
+        return _Text(data, data.sentences, dev, {"source": str(settings.dev), "sentences": len(dev)})
+    train, dev = split_validation(data.sentences, settings.dev_fraction, settings.max_dev_sentences, settings.seed)
+    validation = {"source": f"held out: {settings.dev_fraction:g} of the training text", "seed": settings.seed}
+    return _Text(data, train, dev, validation)
+
+
+def _tokenise(run: _Run, text: _Text, tokenizer: Any) -> _Rows:
+    """Token rows of the training sentences (a seeded sample under --max-examples) and the validation ones."""
+    settings = run.settings
+    train_text = text.train
     if settings.max_examples is not None and len(train_text) > settings.max_examples:
         keep = torch.randperm(len(train_text), generator=torch.Generator().manual_seed(settings.seed + 1))
         train_text = [train_text[i] for i in sorted(keep[: settings.max_examples].tolist())]
     train_rows = tokenize(tokenizer, train_text, settings.max_length)
-    dev_rows = tokenize(tokenizer, dev_text, settings.max_length)
+    dev_rows = tokenize(tokenizer, text.dev, settings.max_length)
     if not train_rows or not dev_rows:
         raise LangadaptError(
             f"{'training' if not train_rows else 'validation'} text has no tokens the tokenizer can mask",
             "check the files hold text in the language",
         )
-    validation |= {"sentences": len(dev_rows), "pppl_sentences": min(settings.pppl_sentences, len(dev_text))}
+    text.validation |= {"sentences": len(dev_rows), "pppl_sentences": min(settings.pppl_sentences, len(text.dev))}
+    return _Rows(train=train_rows, dev=dev_rows)
 
-    name = module_name(aid)
+
+def _build_model(run: _Run, info: Any, tokenizer: Any, text: _Text, rows: _Rows) -> _Model:
+    """The base as an MLM model with a fresh adapter, its fixed-mask validation, and PPPL without the adapter."""
+    from langadapt.models.modeling import module_name
+
+    settings = run.settings
+    name = module_name(run.adapter_id)
     masked = load_masked_lm(info, seed=settings.seed)
-    adapter_config = _add_language_adapter(masked, name, kind, settings.seed)
+    adapter_config = add_language_adapter(masked, name, settings.kind, settings.seed)
     batches = MlmBatches(tokenizer, settings.mask_probability)
-    evaluate = batches.evaluator(batches.validation_batches(dev_rows, settings.eval_batch_size, settings.seed))
-    pppl_before = _pppl_before(masked, tokenizer, dev_text, settings)
+    return _Model(
+        masked=masked,
+        name=name,
+        adapter_config=adapter_config,
+        batches=batches,
+        evaluate=batches.evaluator(batches.validation_batches(rows.dev, settings.eval_batch_size, settings.seed)),
+        pppl_before=_pppl_before(masked, tokenizer, text.dev, settings),
+    )
 
+
+def _train(run: _Run, model: _Model, tokenizer: Any, rows: _Rows, text: _Text, stop_at_step: int | None) -> _Trained:
+    """Run (or resume) the loop, load the best state by validation loss, and score PPPL after training."""
+    settings = run.settings
+    batches = model.batches
     loop_config = LoopConfig(
         learning_rate=settings.learning_rate,
         batch_size=settings.batch_size,
@@ -584,29 +438,31 @@ def train_language_adapter(
         max_grad_norm=settings.max_grad_norm,
         seed=settings.seed,
         progress=settings.progress,
-        description=f"lang {language} {kind}",
+        description=f"lang {run.language} {settings.kind}",
     )
     loop = TrainLoop(
-        masked.model,
-        train_rows,
+        model.masked.model,
+        rows.train,
         batches.collate,
         batches.loss,
-        evaluate,
+        model.evaluate,
         loop_config,
-        work_dir=out_dir / WORK_DIR,
+        work_dir=run.out_dir / WORK_DIR,
         stop_at_step=stop_at_step,
-        lengths=[len(ids) for ids, _ in train_rows],
+        lengths=[len(ids) for ids, _ in rows.train],
     )
     train_started = time.perf_counter()
-    first_step = _checkpoint_step(out_dir / WORK_DIR)
+    first_step = _checkpoint_step(run.out_dir / WORK_DIR)
     result = loop.run()
     seconds_per_step = (time.perf_counter() - train_started) / max(1, result.steps - first_step)
-    load_trainable_state(masked.model, result.best_state)
-    pppl_after = _pppl(masked, tokenizer, dev_text, settings, "after")
+    load_trainable_state(model.masked.model, result.best_state)
+    pppl_after = _pppl(model.masked, tokenizer, text.dev, settings, "after")
+    return _Trained(loop=result, seconds_per_step=seconds_per_step, pppl_after=pppl_after)
 
-    adapter_dir = out_dir / ADAPTER_DIR
-    save_language_adapter(masked, name, adapter_dir)
-    head = {
+
+def _head_record(masked: MaskedLM) -> dict[str, Any]:
+    """What the manifest says of the MLM head: pretrained and frozen, or fresh and trained with the adapter."""
+    return {
         "source": masked.head_source,
         "trained": masked.head_source == "fresh",
         "file": HEAD_FILE if masked.head_source == "fresh" else None,
@@ -617,28 +473,39 @@ def train_language_adapter(
             else "decoder tied to the (frozen) input embeddings; transform and bias trained with the adapter"
         ),
     }
+
+
+def _publish(run: _Run, info: Any, text: _Text, rows: _Rows, model: _Model, trained: _Trained) -> LanguageAdapterResult:
+    """Save the adapter (and fresh head), describe it in a manifest and a run record, and publish the run."""
+    from langadapt.models.manifest import Manifest, TrainingInfo
+    from langadapt.models.store import AdapterStore
+
+    settings, result, masked = run.settings, trained.loop, model.masked
+    pppl_before, pppl_after = model.pppl_before, trained.pppl_after
+    adapter_dir = fresh_adapter_dir(run.out_dir, lambda folder: save_language_adapter(masked, model.name, folder))
     best_loss = result.best_metric
     metrics: dict[str, Any] = {"val_loss": best_loss, "val_perplexity": math.exp(min(best_loss, 700.0))}
     if pppl_before is not None and pppl_after is not None:
         metrics |= {"pppl_before": pppl_before.pppl, "pppl_after": pppl_after.pppl}
     params = {k: v for k, v in _run_settings(settings).items() if k not in {"store", "out_dir", "progress"}}
+    data = text.data
     manifest = Manifest(
-        id=aid,
-        language=language,
+        id=run.adapter_id,
+        language=run.language,
         task=LANGUAGE_TASK,
-        kind=kind,
+        kind=settings.kind,
         head_type=MASKED_LM,
         base_model=info.id,
         base_fingerprint=info.fingerprint,
-        adapter_config=adapter_config,
+        adapter_config=model.adapter_config,
         metrics=metrics,
         training=TrainingInfo(data=data.sources, licence=settings.licence, steps=result.steps, params=params),
         extra={
-            "mlm_head": head,
+            "mlm_head": _head_record(masked),
             "best_step": result.best_step,
             "stopped_early": result.stopped_early,
-            "validation": validation,
-            "examples": {"train": len(train_rows), "skipped_rows": data.skipped, "per_file": data.counts},
+            "validation": text.validation,
+            "examples": {"train": len(rows.train), "skipped_rows": data.skipped, "per_file": data.counts},
             "pppl": {
                 "before": pppl_before.as_dict() if pppl_before else None,
                 "after": pppl_after.as_dict() if pppl_after else None,
@@ -648,45 +515,39 @@ def train_language_adapter(
             "history": result.history,
         },
     )
-    (adapter_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-    if settings.publish:
-        from langadapt.models.store import AdapterStore
-
-        manifest = AdapterStore(settings.store).publish(adapter_dir, manifest)
-
     run_metrics = {"val_loss": best_loss}
     if pppl_after is not None:
         run_metrics["pppl"] = pppl_after.pppl
     if pppl_before is not None:
         run_metrics["pppl_before"] = pppl_before.pppl
-    run = RunRecord(
+    record = RunRecord(
         kind_of_run="train-lang",
-        language=language,
+        language=run.language,
         task=LANGUAGE_TASK,
-        variant=f"lang:{kind}",
-        adapter_kind=kind,
+        variant=f"lang:{settings.kind}",
+        adapter_kind=settings.kind,
         base_model=info.id,
-        adapter_id=aid,
-        adapter_version=manifest.version if settings.publish else None,
+        adapter_id=run.adapter_id,
         metrics=run_metrics,
         validation={k: float(v) for k, v in result.best_metrics.items()},
         data=data.sources,
         licence=settings.licence,
         steps=result.steps,
-        duration_s=time.perf_counter() - started,
         throughput=result.throughput,
-        settings=_run_settings(settings) | {"seconds_per_step": seconds_per_step, "mlm_head": masked.head_source},
+        settings=_run_settings(settings)
+        | {"seconds_per_step": trained.seconds_per_step, "mlm_head": masked.head_source},
     )
-    run.write(out_dir)
+    store = AdapterStore(settings.store) if settings.publish else None
+    published = publish_run(run.out_dir, manifest, record, store=store, started=run.started)
     return LanguageAdapterResult(
-        manifest=manifest,
-        run=run,
-        run_dir=out_dir,
+        manifest=published.manifest,
+        run=published.record,
+        run_dir=run.out_dir,
         adapter_dir=adapter_dir,
         loop=result,
         pppl_before=pppl_before,
         pppl_after=pppl_after,
-        seconds_per_step=seconds_per_step,
+        seconds_per_step=trained.seconds_per_step,
         model=masked.model,
     )
 
@@ -700,58 +561,6 @@ def _checkpoint_step(work_dir: Path) -> int:
         if state.is_file():
             return int(json.loads(state.read_text(encoding="utf-8"))["step"])
     return 0
-
-
-# ------------------------------------------------------------------------------------------ save and load
-
-
-def save_language_adapter(masked: MaskedLM, name: str, folder: Path) -> Path:
-    """Write the adapter (no head) as the `adapters` library does, plus the fresh MLM head when there is one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in (folder / HEAD_FILE, folder / MANIFEST_FILE):
-        stale.unlink(missing_ok=True)
-    masked.model.save_adapter(str(folder), name, with_head=False, use_safetensors=True)
-    if masked.fresh_head:
-        save_file(masked.head_state(), str(folder / HEAD_FILE))
-    return folder
-
-
-def load_language_adapter_mlm(
-    info: Any, store: Any, adapter_id: str, version: int | None = None
-) -> tuple[MaskedLM, Any]:
-    """The base as an MLM model with a stored language adapter active (and its trained head, if it has one)."""
-    from langadapt.models.modeling import module_name
-
-    manifest, folder = store.open(adapter_id, version, expected_fingerprint=info.fingerprint)
-    if manifest.task != LANGUAGE_TASK:
-        raise LangadaptError(
-            f"{manifest.id} is a {manifest.task} adapter, not a language (mlm) adapter",
-            "pass the id of an adapter trained with `langadapt train lang`",
-        )
-    masked = load_masked_lm(info)
-    with _quiet_libraries():
-        name = masked.model.load_adapter(
-            str(folder), load_as=module_name(manifest.id), with_head=False, use_safetensors=True
-        )
-        masked.model.set_active_adapters(name)
-    if masked.fresh_head:
-        if HEAD_FILE not in manifest.files:
-            raise StoreError(
-                f"{manifest.id} v{manifest.version} has no {HEAD_FILE}, and base {info.id} has no MLM head",
-                "score it on a base with a pretrained MLM head, or retrain it with this version of langadapt",
-            )
-        state = load_file(str(folder / HEAD_FILE))
-        if set(state) != set(masked.fresh_head):
-            raise StoreError(
-                f"{HEAD_FILE} of {manifest.id} holds {sorted(state)[:3]}..., not this base's head parameters",
-                "load it on the base model it was trained on",
-            )
-        params = dict(masked.model.named_parameters())
-        with torch.no_grad():
-            for key, tensor in state.items():
-                params[key].copy_(tensor)
-    masked.model.eval()
-    return masked, manifest
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from langadapt.errors import LangadaptError
+from langadapt.training.flags import FLAG_NAMES, flag_name
 from langadapt.training.readers import CLASSIFICATION_FORMATS, NER_FORMATS, Dataset, OnBadRow, Quoting
 
 __all__ = [
@@ -27,15 +28,6 @@ __all__ = [
     "recorded_options",
 ]
 
-
-# Settings whose CLI flag is not simply `--` plus the field name with dashes.
-FLAG_NAMES = {
-    "language": "--lang",
-    "learning_rate": "--lr",
-    "head_learning_rate": "--head-lr",
-    "adapter_id": "--id",
-    "data_format": "--format",
-}
 
 _FORMAT_HELP = (
     f"Data format: {', '.join(CLASSIFICATION_FORMATS)} (topic, sentiment); {', '.join(NER_FORMATS)} (ner). "
@@ -144,7 +136,7 @@ def options_error(err: ValidationError, what: str, hint: str) -> LangadaptError:
             problems.append(message)
             continue
         name = str(e["loc"][0])
-        flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+        flag = flag_name(name)
         given = e.get("input")
         shown = f" {given!r}" if isinstance(given, str | int | float) and e["type"] != "missing" else ""
         problems.append(f"{flag}{shown}: {message}")

@@ -12,8 +12,10 @@ the best checkpoint by validation macro-F1 (topic, sentiment) or seqeval entity 
 learning rates default to the recipe measured for the base model where there is one (`recipes`): on the embedded
 base, 1e-3 for the adapter and 1e-2 for the head.
 
-A run says what it does as it goes (one line per phase on stderr) and, at its end, what reading and encoding did
-to each split (`intake`): examples used, rows skipped, IOB tags repaired, texts cut or windowed.
+A run is a sequence of named phases: plan, read the data, tokenise (`task_encoding`), build the model, train,
+test (`task_scoring`) and publish (`publish`, shared with language adapters). It says what it does as it goes
+(one line per phase on stderr) and, at its end, what reading and encoding did to each split (`intake`): examples
+used, rows skipped, IOB tags repaired, texts cut or windowed.
 """
 
 from __future__ import annotations
@@ -22,29 +24,41 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from langadapt.errors import LangadaptError
 from langadapt.models.alignment import (
-    IGNORE_INDEX,
-    WordEncoding,
-    encode_words,
-    merge_windows,
     window_stride,
-    words_to_windows,
 )
 from langadapt.training.intake import cut_warnings, split_intake
 from langadapt.training.loop import announce
+from langadapt.training.publish import WORK_DIR, fresh_adapter_dir, publish_run
 from langadapt.training.reading import ReadOptions, options_error, read_split, recorded_options
 from langadapt.training.recipes import Recipe, rate, recipe_for, recipes_help
 from langadapt.training.runs import RunRecord
+from langadapt.training.settings_file import settings_data
+from langadapt.training.task_encoding import (
+    EncodedClassification,
+    EncodedTagging,
+    collate_rows,
+    encode_split,
+    training_rows,
+)
+from langadapt.training.task_scoring import (
+    OUTSIDE,
+    Predictions,
+    majority_figures,
+    predict_classification,
+    predict_tagging,
+    score_split,
+    task_loss,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -80,9 +94,6 @@ Task = Literal["topic", "sentiment", "ner"]
 
 # Epochs per task when not given: the small topic set needs many passes, the large sentiment sets few.
 DEFAULT_EPOCHS: dict[str, float] = {"topic": 10.0, "sentiment": 3.0, "ner": 5.0}
-ADAPTER_DIR = "adapter"
-WORK_DIR = "work"
-OUTSIDE = "O"
 
 # Licences of the public data sets in ../shared/data, recognised by a folder name in the data path.
 KNOWN_LICENCES = {
@@ -107,6 +118,16 @@ class TaskTrainSettings(ReadOptions):
     """
 
     model_config = ConfigDict(extra="forbid")
+
+    # Every field is a flag of `langadapt train task`, listed in `--help` in this order.
+    FLAGS: ClassVar[tuple[str, ...]] = (
+        "language", "task", "train", "dev", "test", "lang_adapter", "lang_adapter_version", "full_finetune",
+        "kind", "base", "store", "out", "adapter_id", "epochs", "learning_rate", "head_learning_rate",
+        "batch_size", "eval_batch_size", "weight_decay", "warmup_ratio", "max_length", "stride", "eval_every",
+        "patience", "seed", "max_train_examples", "max_eval_examples", "max_test_examples", "fp16_weights",
+        "licence", "data_format", "text_column", "label_column", "quoting", "label_names", "on_bad_row",
+        "repair_iob", "publish", "keep_checkpoint", "progress",
+    )  # fmt: skip
 
     language: str = Field(description="Language of the data (any alias: yo, yor, yor_Latn).")
     task: Task = Field(description="topic, sentiment or ner.")
@@ -194,38 +215,12 @@ class TaskTrainSettings(ReadOptions):
 
 
 def load_settings(config: Path | None = None, **values: Any) -> TaskTrainSettings:
-    """Settings from a JSON or YAML file, overridden by `values` that are not None; errors say what to fix."""
-    data: dict[str, Any] = {}
-    if config is not None:
-        data = _read_config(config)
-    data.update({k: v for k, v in values.items() if v is not None})
+    """Settings from a JSON, YAML or TOML file, overridden by `values` that are not None; errors say what to fix."""
     try:
-        return TaskTrainSettings.model_validate(data)
+        return TaskTrainSettings.model_validate(settings_data(config, values))
     except ValidationError as err:
         hint = "fix those flags (or the same keys in the --config file); `langadapt train task --help` lists each value"
         raise options_error(err, "training settings", hint) from None
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    """A config file's mapping: YAML for .yaml/.yml, JSON otherwise; keys may use dashes or underscores."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise LangadaptError(f"cannot read config file {path}: {err.strerror}", "check the --config path") from None
-    try:
-        if Path(path).suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as err:  # yaml and json raise different error types; both mean the same thing here
-        raise LangadaptError(f"config file {path} is not valid: {err}", "write a JSON or YAML mapping") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise LangadaptError(f"config file {path} holds a {type(data).__name__}", "write a mapping of settings")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
 def guess_licence(paths: Sequence[Path]) -> str | None:
@@ -271,253 +266,6 @@ def seeded_sample(items: Sequence[Any], cap: int | None, seed: int) -> tuple[lis
         return list(items), None
     chosen = sorted(_permutation(len(items), seed)[:cap])
     return [items[i] for i in chosen], {"used": cap, "available": len(items), "seed": seed}
-
-
-@dataclass
-class EncodedClassification:
-    """Token ids of classification texts with their gold labels (and label ids, -100 where unknown)."""
-
-    ids: list[list[int]]
-    gold: list[str]
-    gold_ids: list[int]
-    truncated: int
-
-
-@dataclass
-class EncodedTagging:
-    """Windows of tagged sentences with their gold tags (and per-window label ids, -100 where unknown)."""
-
-    encodings: list[WordEncoding]
-    gold: list[list[str]]
-    gold_ids: list[list[list[int]]]
-    windows: int
-
-
-def encode_classification(
-    tokenizer: Any, texts: Sequence[str], labels: Sequence[str], max_length: int, label2id: Mapping[str, int]
-) -> EncodedClassification:
-    """Token ids truncated to `max_length`, counting the texts that were cut."""
-    if not texts:
-        return EncodedClassification([], [], [], 0)
-    full = tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]
-    cut = tokenizer(list(texts), truncation=True, max_length=max_length, verbose=False)["input_ids"]
-    truncated = sum(len(a) > len(b) for a, b in zip(full, cut, strict=True))
-    gold_ids = [label2id.get(label, IGNORE_INDEX) for label in labels]
-    return EncodedClassification([list(ids) for ids in cut], list(labels), gold_ids, truncated)
-
-
-def encode_tagging(
-    tokenizer: Any,
-    sentences: Sequence[Sequence[str]],
-    tags: Sequence[Sequence[str]],
-    max_length: int,
-    stride: int,
-    label2id: Mapping[str, int],
-) -> EncodedTagging:
-    """Each sentence's words in windows (no truncation), with its gold tags."""
-    encodings = [words_to_windows(tokenizer, words, max_length, stride) for words in sentences]
-    gold_ids = [enc.labels(t, label2id, skip_unknown=True) for enc, t in zip(encodings, tags, strict=True)]
-    return EncodedTagging(encodings, [list(t) for t in tags], gold_ids, sum(len(e.windows) for e in encodings))
-
-
-def encode_split(
-    tokenizer: Any,
-    task: str,
-    examples: Sequence[Any],
-    label2id: Mapping[str, int],
-    max_length: int,
-    stride: int,
-) -> EncodedClassification | EncodedTagging:
-    """Encode a split's examples for evaluation: texts for classification, windows of words for NER."""
-    if task == "ner":
-        tokens, tags = [e.tokens for e in examples], [e.tags for e in examples]
-        return encode_tagging(tokenizer, tokens, tags, max_length, stride, label2id)
-    texts, labels = [e.text for e in examples], [e.label for e in examples]
-    return encode_classification(tokenizer, texts, labels, max_length, label2id)
-
-
-def score_split(
-    model: Any,
-    head: str,
-    encoded: EncodedClassification | EncodedTagging,
-    labels: Sequence[str],
-    pad_id: int,
-    batch_size: int,
-) -> dict[str, float]:
-    """The task's figures (and mean loss over known labels) of the model on an encoded split."""
-    from langadapt.training.metrics import classification_metrics, ner_metrics
-
-    if isinstance(encoded, EncodedTagging):
-        tagged = predict_tagging(model, head, encoded.encodings, pad_id, batch_size, encoded.gold_ids)
-        figures = ner_metrics(encoded.gold, _tags(tagged.labels, labels))
-        loss = tagged.loss
-    else:
-        predicted = predict_classification(model, head, encoded.ids, pad_id, batch_size, encoded.gold_ids)
-        figures = classification_metrics(encoded.gold, [labels[k] for k in predicted.labels])
-        loss = predicted.loss
-    return {**figures, "loss": loss} if loss is not None else figures
-
-
-def majority_figures(encoded: EncodedClassification | EncodedTagging, train_majority: str | None) -> dict[str, float]:
-    """The majority baseline on an encoded split: all `O` for NER, the training majority label otherwise."""
-    from langadapt.training.metrics import classification_majority_baseline, ner_majority_baseline
-
-    if isinstance(encoded, EncodedTagging):
-        return ner_majority_baseline(encoded.gold)
-    if train_majority is None:
-        return {}
-    return classification_majority_baseline([train_majority], encoded.gold)
-
-
-def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    """Right-pad integer rows into one tensor."""
-    import torch
-
-    width = max(len(r) for r in rows)
-    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
-
-
-def _batch_inputs(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Padded input ids and attention mask."""
-    return {"input_ids": _pad(rows, pad_id), "attention_mask": _pad([[1] * len(r) for r in rows], 0)}
-
-
-def _logits(model: Any, head: str, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The named head's logits for a batch."""
-    return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], head=head).logits
-
-
-@dataclass
-class Predictions:
-    """Predicted label index and probability per item (per word for NER), and the mean loss when gold was given."""
-
-    labels: list[Any]
-    scores: list[Any]
-    loss: float | None = None
-
-
-class _LossMeter:
-    """Sums cross-entropy over labelled positions across batches."""
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self.count = 0
-
-    def add(self, logits: torch.Tensor, gold: torch.Tensor) -> None:
-        """Add one batch's summed loss over positions whose gold label is not -100."""
-        import torch
-
-        flat_logits, flat_gold = logits.reshape(-1, logits.size(-1)), gold.reshape(-1)
-        keep = flat_gold != IGNORE_INDEX
-        if bool(keep.any()):
-            loss = torch.nn.functional.cross_entropy(flat_logits[keep].float(), flat_gold[keep], reduction="sum")
-            self.total += float(loss)
-            self.count += int(keep.sum())
-
-    @property
-    def mean(self) -> float | None:
-        """The mean loss per labelled position, None when nothing was labelled."""
-        return self.total / self.count if self.count else None
-
-
-def predict_classification(
-    model: Any,
-    head: str,
-    rows: Sequence[Sequence[int]],
-    pad_id: int,
-    batch_size: int,
-    gold: Sequence[int] | None = None,
-) -> Predictions:
-    """Label index and probability per text (batches sorted by length); mean loss against `gold` ids if given."""
-    import torch
-
-    model.eval()
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    labels, scores = [0] * len(rows), [0.0] * len(rows)
-    meter = _LossMeter()
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            logits = _logits(model, head, _batch_inputs([rows[i] for i in chunk], pad_id))
-            if gold is not None:
-                meter.add(logits, torch.tensor([gold[i] for i in chunk], dtype=torch.long))
-            best, index = logits.float().softmax(-1).max(-1)
-            for i, p, k in zip(chunk, best.tolist(), index.tolist(), strict=True):
-                labels[i], scores[i] = k, p
-    return Predictions(labels, scores, meter.mean)
-
-
-def predict_tagging(
-    model: Any,
-    head: str,
-    encodings: Sequence[WordEncoding],
-    pad_id: int,
-    batch_size: int,
-    gold: Sequence[Sequence[Sequence[int]]] | None = None,
-) -> Predictions:
-    """Per sentence, per word: label index and probability, read from each word's owning window.
-
-    Words the tokenizer dropped entirely get label index -1. `gold`, per sentence per window, are label ids
-    laid out as `WordEncoding.labels` gives them; with it the mean loss over labelled words is returned.
-    """
-    import torch
-
-    model.eval()
-    flat = [(s, w) for s, enc in enumerate(encodings) for w in range(len(enc.windows))]
-    order = sorted(range(len(flat)), key=lambda i: len(encodings[flat[i][0]].windows[flat[i][1]].input_ids))
-    indices: list[list[list[int]]] = [[[] for _ in enc.windows] for enc in encodings]
-    probs: list[list[list[float]]] = [[[] for _ in enc.windows] for enc in encodings]
-    meter = _LossMeter()
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            chunk = [flat[i] for i in order[start : start + batch_size]]
-            rows = [encodings[s].windows[w].input_ids for s, w in chunk]
-            logits = _logits(model, head, _batch_inputs(rows, pad_id))
-            if gold is not None:
-                meter.add(logits, _pad([gold[s][w] for s, w in chunk], IGNORE_INDEX))
-            best, index = logits.float().softmax(-1).max(-1)
-            for j, (s, w) in enumerate(chunk):
-                n = len(rows[j])
-                indices[s][w] = index[j, :n].tolist()
-                probs[s][w] = best[j, :n].tolist()
-    return Predictions(
-        [merge_windows(enc, indices[s], -1) for s, enc in enumerate(encodings)],
-        [merge_windows(enc, probs[s], 0.0) for s, enc in enumerate(encodings)],
-        meter.mean,
-    )
-
-
-def _tags(indices: Sequence[Sequence[int]], labels: Sequence[str]) -> list[list[str]]:
-    """Label names from indices; dropped words (-1) are `O`."""
-    return [[labels[k] if k >= 0 else OUTSIDE for k in sentence] for sentence in indices]
-
-
-def _collate(pad_id: int) -> Callable[[Sequence[Any], Any], dict[str, torch.Tensor]]:
-    """Batch (input ids, label or per-token labels) rows, padding ids with `pad_id` and labels with -100."""
-
-    def collate(rows: Sequence[Any], gen: Any) -> dict[str, torch.Tensor]:
-        batch = _batch_inputs([r[0] for r in rows], pad_id)
-        labels = [r[1] for r in rows]
-        batch["labels"] = _pad([labels], IGNORE_INDEX)[0] if isinstance(labels[0], int) else _pad(labels, IGNORE_INDEX)
-        return batch
-
-    return collate
-
-
-def _loss(head: str) -> Callable[[Any, Any], torch.Tensor]:
-    """Cross-entropy of the head's logits, ignoring -100 labels."""
-
-    def loss_fn(model: Any, batch: Any) -> torch.Tensor:
-        import torch
-
-        logits = _logits(model, head, batch)
-        labels = batch["labels"]
-        if not bool((labels != IGNORE_INDEX).any()):
-            return logits.sum() * 0.0  # nothing to learn in this batch; keeps the graph and a finite loss
-        flat_logits, flat_labels = logits.reshape(-1, logits.size(-1)), labels.reshape(-1)
-        return torch.nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX)
-
-    return loss_fn
 
 
 # --------------------------------------------------------------------------------------- training
@@ -705,29 +453,6 @@ def _task_loop(base: type, head_prefix: str, head_lr: float | None) -> type:
     return TaskLoop
 
 
-def _training_rows(
-    tokenizer: Any, task: str, examples: Sequence[Any], label2id: Mapping[str, int], max_length: int, stride: int
-) -> tuple[list[tuple[list[int], Any]], int]:
-    """Training rows, plus how many texts were cut (classification) or read in more than one window (NER).
-
-    Rows are (input ids, label id) per text, or (input ids, per-token label ids) per NER window with a label.
-    """
-    if task != "ner":
-        encoded = encode_classification(
-            tokenizer, [e.text for e in examples], [e.label for e in examples], max_length, label2id
-        )
-        return list(zip(encoded.ids, encoded.gold_ids, strict=True)), encoded.truncated
-    rows: list[tuple[list[int], Any]] = []
-    windowed = 0
-    for ex in examples:
-        windows = encode_words(tokenizer, ex.tokens, ex.tags, label2id, max_length, stride)
-        windowed += len(windows) > 1
-        for window in windows:
-            if any(label != IGNORE_INDEX for label in window["labels"]):
-                rows.append((window["input_ids"], window["labels"]))
-    return rows, windowed
-
-
 def _intake(
     settings: TaskTrainSettings, splits: _Splits, train_overflow: int, dev: Any, test: Any
 ) -> dict[str, dict[str, Any]]:
@@ -745,86 +470,180 @@ def _intake(
     return intake
 
 
+@dataclass
+class _Run:
+    """What a run is, fixed before any work: its settings, language, adapter id and head, metric and store."""
+
+    settings: TaskTrainSettings
+    language: str
+    adapter_id: str
+    name: str  # the adapter's (and head's) module name
+    metric: str  # the validation figure the best checkpoint is chosen by
+    store: Any
+    started: float
+
+
+@dataclass
+class _Encoded:
+    """The splits as the model reads them: training rows, encoded dev and test, and what encoding did."""
+
+    labels: list[str]
+    pad_id: int
+    stride: int
+    train_rows: list[tuple[list[int], Any]]
+    dev: EncodedClassification | EncodedTagging
+    test: EncodedClassification | EncodedTagging
+    intake: dict[str, dict[str, Any]]
+
+
+@dataclass
+class _Model:
+    """The model for the variant, the language adapter under it (if any), and the learning rates it trains at."""
+
+    model: Any
+    lang_manifest: Any
+    variant: str
+    learning_rate: float
+    head_learning_rate: float
+    rate_sources: dict[str, str]
+
+
+@dataclass
+class _Trained:
+    """The loop's result (best state loaded, model in eval mode), the run directory and the loop's timings."""
+
+    loop: Any
+    config: Any
+    out_dir: Path
+    seconds_per_step: float | None
+    eval_seconds: float
+
+
+@dataclass
+class _Tested:
+    """Test figures of the best checkpoint and the majority baseline (empty without a test split)."""
+
+    metrics: dict[str, float]
+    majority: dict[str, float]
+    train_majority: str | None
+
+
 def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
     """Train, select by validation, test, save, publish and record one task adapter (or baseline) run."""
-    import torch
-
     from langadapt.models.base import load_tokenizer, resolve_base_model
-    from langadapt.models.kinds import FULL_KIND, TASK_HEAD_TYPES
-    from langadapt.models.language import canonical_language
-    from langadapt.models.manifest import Manifest, TrainingInfo, adapter_id
-    from langadapt.models.modeling import module_name, save_task_adapter
-    from langadapt.models.store import AdapterStore
-    from langadapt.training.loop import LoopConfig, TrainLoop, load_trainable_state
-    from langadapt.training.metrics import majority_label, selection_metric
 
-    started = time.perf_counter()
-    language = canonical_language(settings.language)
-    task = settings.task
-    adapter_name = settings.adapter_id or adapter_id(language, task, FULL_KIND if settings.full_finetune else None)
-    name = module_name(adapter_name)
-    metric = selection_metric(task)
-    store = AdapterStore(settings.store)
-    splits = _load_splits(settings)  # data problems surface before any model is loaded
-    if settings.lang_adapter:
-        store.get(settings.lang_adapter, settings.lang_adapter_version)  # so does a missing language adapter
+    run = _plan(settings)
+    splits = _read_data(run)  # data problems, and a missing language adapter, surface before any model is loaded
     announce(f"loading the base model {settings.base}")
     info = resolve_base_model(settings.base)
     tokenizer = load_tokenizer(info)
+    encoded = _tokenise(run, splits, tokenizer)
+    model = _build_model(run, splits, info)
+    trained = _train(run, encoded, model)
+    tested = _test(run, splits, encoded, model, trained)
+    return _publish(run, info, splits, encoded, model, trained, tested)
+
+
+def _plan(settings: TaskTrainSettings) -> _Run:
+    """The run's language, adapter id (default: <lang>-<task>[-full]), selection metric and store."""
+    from langadapt.models.kinds import FULL_KIND
+    from langadapt.models.language import canonical_language
+    from langadapt.models.manifest import adapter_id
+    from langadapt.models.modeling import module_name
+    from langadapt.models.store import AdapterStore
+    from langadapt.training.metrics import selection_metric
+
+    started = time.perf_counter()
+    language = canonical_language(settings.language)
+    aid = settings.adapter_id or adapter_id(language, settings.task, FULL_KIND if settings.full_finetune else None)
+    return _Run(
+        settings=settings,
+        language=language,
+        adapter_id=aid,
+        name=module_name(aid),
+        metric=selection_metric(settings.task),
+        store=AdapterStore(settings.store),
+        started=started,
+    )
+
+
+def _read_data(run: _Run) -> _Splits:
+    """The splits, and a check that the language adapter to stack on is in the store."""
+    splits = _load_splits(run.settings)
+    if run.settings.lang_adapter:
+        run.store.get(run.settings.lang_adapter, run.settings.lang_adapter_version)
+    return splits
+
+
+def _tokenise(run: _Run, splits: _Splits, tokenizer: Any) -> _Encoded:
+    """Encode the splits (NER: in windows of `max_length` tokens) and announce what encoding cut."""
+    settings, task = run.settings, run.settings.task
     labels = splits.labels
     label2id = {label: i for i, label in enumerate(labels)}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
     announce(f"tokenizing {len(splits.train)}/{len(splits.dev)}/{len(splits.test)} train/dev/test examples")
     stride = window_stride(tokenizer, settings.max_length, settings.stride)
-    train_rows, train_overflow = _training_rows(tokenizer, task, splits.train, label2id, settings.max_length, stride)
+    train_rows, train_overflow = training_rows(tokenizer, task, splits.train, label2id, settings.max_length, stride)
     dev_enc = encode_split(tokenizer, task, splits.dev, label2id, settings.max_length, stride)
     test_enc = encode_split(tokenizer, task, splits.test, label2id, settings.max_length, stride)
     intake = _intake(settings, splits, train_overflow, dev_enc, test_enc)
     for warning in cut_warnings(intake):
         announce(f"warning: {warning}")
-    learning_rate, head_learning_rate, rate_sources = settings.learning_rates(info.id)
+    return _Encoded(labels, pad_id, stride, train_rows, dev_enc, test_enc, intake)
 
-    model, lang_manifest = _prepare_model(settings, info, name, labels, store)
-    variant = f"lang+task:{lang_manifest.kind}" if lang_manifest else settings.variant
+
+def _build_model(run: _Run, splits: _Splits, info: Any) -> _Model:
+    """The variant's model on the base, with the learning rates it will train at."""
+    learning_rate, head_learning_rate, rate_sources = run.settings.learning_rates(info.id)
+    model, lang_manifest = _prepare_model(run.settings, info, run.name, splits.labels, run.store)
+    variant = f"lang+task:{lang_manifest.kind}" if lang_manifest else run.settings.variant
+    return _Model(model, lang_manifest, variant, learning_rate, head_learning_rate, rate_sources)
+
+
+def _train(run: _Run, encoded: _Encoded, model: _Model) -> _Trained:
+    """Run (or resume) the loop in the run directory, validating on dev; load the best state back."""
+    from langadapt.training.loop import LoopConfig, TrainLoop, load_trainable_state
+
+    settings, name = run.settings, run.name
     timer = {"eval_s": 0.0, "train_s": 0.0, "steps": 0}
 
     def evaluate(_: Any) -> dict[str, float]:
         t0 = time.perf_counter()
-        figures = score_split(model, name, dev_enc, labels, pad_id, settings.eval_batch_size)
+        figures = score_split(model.model, name, encoded.dev, encoded.labels, encoded.pad_id, settings.eval_batch_size)
         timer["eval_s"] += time.perf_counter() - t0
         return figures
 
-    base_loss = _loss(name)
+    base_loss = task_loss(name)
 
     def timed_loss(m: Any, batch: Any) -> torch.Tensor:
         timer["steps"] += 1
         return base_loss(m, batch)
 
-    steps_per_epoch = math.ceil(len(train_rows) / settings.batch_size)
-    out_dir = settings.out or Path("runs") / f"{adapter_name}-{variant.replace(':', '-').replace('+', '_')}"
+    steps_per_epoch = math.ceil(len(encoded.train_rows) / settings.batch_size)
+    variant = model.variant
+    out_dir = settings.out or Path("runs") / f"{run.adapter_id}-{variant.replace(':', '-').replace('+', '_')}"
     out_dir = Path(out_dir)
     config = LoopConfig(
-        learning_rate=learning_rate,
+        learning_rate=model.learning_rate,
         batch_size=settings.batch_size,
         weight_decay=settings.weight_decay,
         warmup_ratio=settings.warmup_ratio,
         epochs=settings.resolved_epochs(),
         eval_every=settings.eval_every or steps_per_epoch,
         patience=settings.patience or None,
-        metric=metric,
+        metric=run.metric,
         greater_is_better=True,
         seed=settings.seed,
         progress=settings.progress,
-        description=f"{adapter_name} {variant}",
+        description=f"{run.adapter_id} {variant}",
     )
-    model.train()
-    separate_head_lr = head_learning_rate if head_learning_rate != learning_rate else None
-    lengths = [len(row[0]) for row in train_rows]  # the loop batches similar lengths together
+    model.model.train()
+    separate_head_lr = model.head_learning_rate if model.head_learning_rate != model.learning_rate else None
+    lengths = [len(row[0]) for row in encoded.train_rows]  # the loop batches similar lengths together
     loop = _task_loop(TrainLoop, f"heads.{name}.", separate_head_lr)(
-        model,
-        train_rows,
-        _collate(pad_id),
+        model.model,
+        encoded.train_rows,
+        collate_rows(encoded.pad_id),
         timed_loss,
         evaluate,
         config,
@@ -832,80 +651,103 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
         lengths=lengths,
     )
     announce(
-        f"training {adapter_name} ({variant}): {loop.total_steps} steps, lr {rate(learning_rate)}, "
-        f"head lr {rate(head_learning_rate)}"
+        f"training {run.adapter_id} ({variant}): {loop.total_steps} steps, lr {rate(model.learning_rate)}, "
+        f"head lr {rate(model.head_learning_rate)}"
     )
     train_started = time.perf_counter()
     result = loop.run()
     timer["train_s"] = time.perf_counter() - train_started - timer["eval_s"]
-    load_trainable_state(model, result.best_state)
-    model.eval()
+    load_trainable_state(model.model, result.best_state)
+    model.model.eval()
+    seconds_per_step = timer["train_s"] / timer["steps"] if timer["steps"] else None
+    return _Trained(result, config, out_dir, seconds_per_step, timer["eval_s"])
 
-    test_metrics: dict[str, float] = {}
-    majority: dict[str, float] = {}
-    train_majority = majority_label(splits.train_labels) if task != "ner" else None
-    if splits.test:
-        announce(f"scoring the best checkpoint (step {result.best_step}) on the test split")
-        test_metrics = score_split(model, name, test_enc, labels, pad_id, settings.eval_batch_size)
-        majority = majority_figures(test_enc, train_majority)
-        announce(f"test {metric} {test_metrics[metric]:.4f} (majority {majority.get(metric, float('nan')):.4f})")
 
-    adapter_dir = out_dir / ADAPTER_DIR
-    shutil.rmtree(adapter_dir, ignore_errors=True)
-    save_task_adapter(model, name, adapter_dir, fp16=settings.fp16_weights, full_model=settings.full_finetune)
+def _test(run: _Run, splits: _Splits, encoded: _Encoded, model: _Model, trained: _Trained) -> _Tested:
+    """Score the best checkpoint on the test split, beside the majority baseline."""
+    from langadapt.training.metrics import majority_label
 
+    metric = run.metric
+    train_majority = majority_label(splits.train_labels) if run.settings.task != "ner" else None
+    if not splits.test:
+        return _Tested({}, {}, train_majority)
+    announce(f"scoring the best checkpoint (step {trained.loop.best_step}) on the test split")
+    batch_size = run.settings.eval_batch_size
+    test_metrics = score_split(model.model, run.name, encoded.test, encoded.labels, encoded.pad_id, batch_size)
+    majority = majority_figures(encoded.test, train_majority)
+    announce(f"test {metric} {test_metrics[metric]:.4f} (majority {majority.get(metric, float('nan')):.4f})")
+    return _Tested(test_metrics, majority, train_majority)
+
+
+def _publish(
+    run: _Run, info: Any, splits: _Splits, encoded: _Encoded, model: _Model, trained: _Trained, tested: _Tested
+) -> TaskRunResult:
+    """Save the adapter and head (or the whole model), describe it in a manifest and a run record, publish the run."""
+    import torch
+
+    from langadapt.models.kinds import FULL_KIND, TASK_HEAD_TYPES
+    from langadapt.models.manifest import Manifest, TrainingInfo
+    from langadapt.models.modeling import save_task_adapter
+
+    settings, result, lang_manifest = run.settings, trained.loop, model.lang_manifest
+    adapter_dir = fresh_adapter_dir(
+        trained.out_dir,
+        lambda folder: save_task_adapter(
+            model.model, run.name, folder, fp16=settings.fp16_weights, full_model=settings.full_finetune
+        ),
+    )
     data_paths = [p for p in (settings.train, settings.dev, settings.test) if p is not None]
     licence = settings.licence or guess_licence(data_paths)
-    seconds_per_step = timer["train_s"] / timer["steps"] if timer["steps"] else None
     details: dict[str, Any] = {
-        "variant": variant,
-        "selection_metric": metric,
+        "variant": model.variant,
+        "selection_metric": run.metric,
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
-        "epochs": config.epochs,
-        "learning_rate": learning_rate,
-        "head_learning_rate": head_learning_rate,
-        "learning_rate_source": rate_sources,
-        "eval_every": config.eval_every,
+        "epochs": trained.config.epochs,
+        "learning_rate": model.learning_rate,
+        "head_learning_rate": model.head_learning_rate,
+        "learning_rate_source": model.rate_sources,
+        "eval_every": trained.config.eval_every,
         "caps": splits.caps,
-        "data": intake,
-        "warnings": cut_warnings(intake),
+        "data": encoded.intake,
+        "warnings": cut_warnings(encoded.intake),
         "examples": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test)},
-        "seconds_per_step": seconds_per_step,
-        "eval_seconds": timer["eval_s"],
+        "seconds_per_step": trained.seconds_per_step,
+        "eval_seconds": trained.eval_seconds,
         "torch_threads": torch.get_num_threads(),
     }
     settings_dump = settings.model_dump(mode="json")
     extra: dict[str, Any] = {
         **details,
         "max_length": settings.max_length,
-        "stride": stride,
+        "stride": encoded.stride,
         "weights_dtype": "float16" if settings.fp16_weights else "float32",
         "reading": settings.reading().model_dump(mode="json"),
         "data_sha256": {str(p): _sha256(p) for p in data_paths},
         "language_adapter": {"id": lang_manifest.id, "version": lang_manifest.version} if lang_manifest else None,
     }
-    if train_majority is not None:
-        extra["majority_label"] = train_majority
+    if tested.train_majority is not None:
+        extra["majority_label"] = tested.train_majority
     adapter_config_file = adapter_dir / "adapter_config.json"
     adapter_config = {}
     if adapter_config_file.is_file():
         adapter_config = json.loads(adapter_config_file.read_text(encoding="utf-8"))
+    kind = FULL_KIND if settings.full_finetune else settings.kind
     manifest = Manifest(
-        id=adapter_name,
-        language=language,
-        task=task,
-        kind=FULL_KIND if settings.full_finetune else settings.kind,
-        labels=labels,
-        head_type=TASK_HEAD_TYPES[task],
+        id=run.adapter_id,
+        language=run.language,
+        task=settings.task,
+        kind=kind,
+        labels=encoded.labels,
+        head_type=TASK_HEAD_TYPES[settings.task],
         base_model=info.id,
         base_fingerprint=info.fingerprint,
         adapter_config=adapter_config,
         metrics={
-            "test": test_metrics,
-            "majority": majority,
+            "test": tested.metrics,
+            "majority": tested.majority,
             "validation": result.best_metrics,
-            "selection_metric": metric,
+            "selection_metric": run.metric,
         },
         training=TrainingInfo(
             data=[str(p) for p in data_paths], licence=licence, steps=result.steps, params=settings_dump
@@ -913,33 +755,37 @@ def train_task_adapter(settings: TaskTrainSettings) -> TaskRunResult:
         artifact="model" if settings.full_finetune else "adapter",
         extra=extra,
     )
-    published = store.publish(adapter_dir, manifest) if settings.publish else None
-    (adapter_dir / "manifest.json").write_text((published or manifest).model_dump_json(indent=2), encoding="utf-8")
-
     record = RunRecord(
         kind_of_run="train-task",
-        language=language,
-        task=task,
-        variant=variant,
-        adapter_kind=FULL_KIND if settings.full_finetune else settings.kind,
+        language=run.language,
+        task=settings.task,
+        variant=model.variant,
+        adapter_kind=kind,
         base_model=info.id,
-        adapter_id=adapter_name,
-        adapter_version=published.version if published else None,
+        adapter_id=run.adapter_id,
         language_adapter_id=lang_manifest.id if lang_manifest else None,
-        metrics=test_metrics,
-        majority=majority,
+        metrics=tested.metrics,
+        majority=tested.majority,
         validation=result.best_metrics,
         data=[str(p) for p in data_paths],
         licence=licence,
         steps=result.steps,
-        duration_s=time.perf_counter() - started,
         throughput=result.throughput,
         settings={**settings_dump, "details": details, "history": result.history},
     )
-    record.write(out_dir)
-    if not settings.keep_checkpoint:
-        shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
-    return TaskRunResult(record, out_dir, adapter_dir, published, seconds_per_step, result.history, model)
+    store = run.store if settings.publish else None
+    published = publish_run(
+        trained.out_dir, manifest, record, store=store, started=run.started, keep_checkpoint=settings.keep_checkpoint
+    )
+    return TaskRunResult(
+        published.record,
+        trained.out_dir,
+        adapter_dir,
+        published.manifest if published.published else None,
+        trained.seconds_per_step,
+        result.history,
+        model.model,
+    )
 
 
 # ------------------------------------------------------------------------------------- evaluation
