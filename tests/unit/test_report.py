@@ -1,14 +1,19 @@
-"""Reports: the table cells are the runs' figures, the plot is written, and gaps are said, not hidden."""
+"""Reports: the table cells are the runs' figures (mean ± sd over seeds, or the best), the paired Δ and a
+reference stand beside them, the plot is written, and gaps are said, not hidden."""
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from langadapt.errors import LangadaptError
-from langadapt.training.report import build_report, read_runs, write_report
+from langadapt.training.report import build_report, read_reference, read_runs, write_report
 from langadapt.training.runs import RunRecord
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -152,7 +157,14 @@ def test_every_run_is_kept_and_the_best_marked(tmp_path: Path) -> None:
         created=T0 + timedelta(hours=2),
     )
     text = build_report(read_runs([second, third, first])).markdown()
-    assert table_rows(text, "sentiment")["mar_Deva"] == ["0.200", "0.671 (best of 3)"]
+    assert table_rows(text, "sentiment")["mar_Deva"] == ["0.200", "0.565 ± 0.165 (n=3)"]  # mean, sample sd
+    assert (
+        "mar_Deva / task-only:seq_bn: the mean is over runs whose settings differ beyond the seed (learning_rate)"
+        in text
+    )
+    best = build_report(read_runs([second, third, first]), best=True).markdown()
+    assert table_rows(best, "sentiment")["mar_Deva"] == ["0.200", "0.671 (best of 3)"]  # the old behaviour
+    assert "the mean is over" not in best
     assert "replaced" not in text
     runs = table_rows(text, "sentiment: every run (3)")
     assert runs["language"] == ["variant", "run", "seed", "settings that differ", "macro-F1", "best"]
@@ -209,7 +221,10 @@ def test_mlm_baseline_survives_a_replaced_run_and_headless_bases_are_flagged(tmp
         created=T0 + timedelta(minutes=5),
     )
     text = build_report(read_runs([trained, scored])).markdown()
-    assert table_rows(text, "mlm")["mlt_Latn"] == ["900000.00", "40.00 (best of 2)"]  # lower is better
+    assert table_rows(text, "mlm")["mlt_Latn"] == ["900000.00", "40.50 ± 0.71 (n=2)"]
+    assert "differ beyond the seed (run)" in text  # a training and an evaluation run are not two seeds
+    best = build_report(read_runs([trained, scored]), best=True).markdown()
+    assert table_rows(best, "mlm")["mlt_Latn"] == ["900000.00", "40.00 (best of 2)"]  # lower is better
     assert "## mlm: PPPL (held-out text), lower is better" in text
     assert "mlt_Latn: the base has no MLM head of its own" in text
 
@@ -245,3 +260,161 @@ def test_bad_inputs_are_user_errors(tmp_path: Path) -> None:
     (tmp_path / "bad" / "run.json").write_text('{"task": "topic"}', encoding="utf-8")
     with pytest.raises(LangadaptError, match="not a readable run record"):
         read_runs([tmp_path / "bad"])
+
+
+def ner(tmp: Path, name: str, language: str, variant: str, f1: float | None, seed: int | None) -> Path:
+    """One NER run with its seed (none when None) and its F1 (none when None)."""
+    return record(
+        tmp,
+        name,
+        language=language,
+        task="ner",
+        variant=variant,
+        metrics={} if f1 is None else {"f1": f1},
+        majority={"f1": 0.0},
+        settings={"epochs": 3, "out": f"runs/{name}"} | ({} if seed is None else {"seed": seed}),
+    )
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> list[Path]:
+    """NER with and without a language adapter: yor_Latn 3 + 3 runs (one of them unseeded), hau_Latn 1 + 1."""
+    only, lang = "task-only:seq_bn", "lang+task:seq_bn"
+    return [
+        ner(tmp_path, "yt-s1", "yor_Latn", only, 0.60, 1),
+        ner(tmp_path, "yt-s2", "yor_Latn", only, 0.62, 2),
+        ner(tmp_path, "yt-s3", "yor_Latn", only, 0.70, 3),
+        ner(tmp_path, "yl-s1", "yor_Latn", lang, 0.65, 1),
+        ner(tmp_path, "yl-s2", "yor_Latn", lang, 0.66, 2),
+        ner(tmp_path, "yl-x", "yor_Latn", lang, 0.99, None),
+        ner(tmp_path, "ht-s1", "hau_Latn", only, 0.50, 1),
+        ner(tmp_path, "hl-s1", "hau_Latn", lang, 0.511, 1),
+    ]
+
+
+def test_cells_are_mean_and_sample_sd_over_seeds_and_a_single_run_is_its_figure(tmp_path: Path) -> None:
+    two = [ner(tmp_path, f"s{seed}", "yor_Latn", "task-only:seq_bn", f1, seed) for seed, f1 in [(1, 0.60), (2, 0.62)]]
+    one = ner(tmp_path, "h", "hau_Latn", "task-only:seq_bn", 0.5123, 1)
+    gap = ner(tmp_path, "s3", "yor_Latn", "task-only:seq_bn", None, 3)
+    report = build_report(read_runs([*two, one]))
+    cell = report.tables[0].cell("yor_Latn", "task-only:seq_bn")
+    assert (cell.value, cell.sd, cell.n) == (pytest.approx(0.61), pytest.approx(0.0141421356), 2)
+    rows = table_rows(report.markdown(), "ner")
+    assert rows["yor_Latn"] == ["0.000", "0.610 ± 0.014 (n=2)"]
+    assert rows["hau_Latn"] == ["0.000", "0.512"]  # one run: its own figure, nothing added
+    assert rows["**mean**"] == ["0.000", "0.561"]
+    with_gap = table_rows(build_report(read_runs([*two, gap])).markdown(), "ner")
+    assert with_gap["yor_Latn"] == ["0.000", "0.610 ± 0.014 (n=2 of 3)"]  # the run without F1 is counted, not used
+    listed = [line for line in build_report(read_runs(two)).markdown().splitlines() if line.startswith("| yor_Latn |")]
+    assert listed[1:] == [
+        "| yor_Latn | task-only:seq_bn | s1 | 1 | — | 0.600 |  |",
+        "| yor_Latn | task-only:seq_bn | s2 | 2 | — | 0.620 | **best** |",
+    ]
+
+
+def test_paired_difference_pairs_by_seed_and_leaves_unpaired_runs_out(seeded: list[Path]) -> None:
+    text = build_report(read_runs(seeded)).markdown()
+    rows = table_rows(text, "ner")
+    assert rows["language"] == ["majority", "lang+task:seq_bn", "task-only:seq_bn", "Δ lang adapter"]
+    # seeds 1 and 2: 0.65 − 0.60 and 0.66 − 0.62; seed 3 and the unseeded 0.99 have no partner
+    assert rows["yor_Latn"] == ["0.000", "0.767 ± 0.193 (n=3)", "0.640 ± 0.053 (n=3)", "+0.045 ± 0.007 (n=2)"]
+    assert rows["hau_Latn"] == ["0.000", "0.511", "0.500", "+0.011 (n=1)"]
+    assert rows["**mean**"][-1] == "+0.028"
+    assert (
+        "yor_Latn: Δ lang adapter leaves out runs with no partner of the same seed: "
+        "task-only:seq_bn yt-s3 (seed 3), lang+task:seq_bn yl-x (no seed)" in text
+    )
+    assert "hau_Latn: Δ lang adapter leaves out" not in text
+    assert "Δ lang adapter: lang+task:seq_bn − task-only:seq_bn for each seed both have" in text
+    best = table_rows(build_report(read_runs(seeded), best=True).markdown(), "ner")
+    assert best["yor_Latn"] == ["0.000", "0.990 (best of 3)", "0.700 (best of 3)", "+0.045 ± 0.007 (n=2)"]
+
+
+def test_no_paired_difference_beside_other_variants_or_without_shared_seeds(seeded: list[Path], tmp_path: Path) -> None:
+    full = ner(tmp_path, "full", "yor_Latn", "full-ft", 0.7, 1)
+    rows = table_rows(build_report(read_runs([*seeded, full])).markdown(), "ner")
+    assert rows["language"] == ["majority", "full-ft", "lang+task:seq_bn", "task-only:seq_bn"]
+    apart = [
+        ner(tmp_path, "u1", "yor_Latn", "task-only", 0.6, 1),
+        ner(tmp_path, "u2", "yor_Latn", "lang+task:lora", 0.7, 2),
+    ]
+    text = build_report(read_runs(apart)).markdown()
+    assert table_rows(text, "ner")["language"] == ["majority", "lang+task:lora", "task-only"]
+    assert "no Δ lang adapter column: no seed has a figure under both task-only and lang+task:lora" in text
+
+
+def test_reference_column_from_json(seeded: list[Path], tmp_path: Path) -> None:
+    paper = tmp_path / "paper.json"
+    figures = {"ner": {"yor_Latn": 0.85, "hau_Latn": None, "ibo_Latn": 0.8}, "topic": {"yor_Latn": 0.7}}
+    paper.write_text(json.dumps({"name": "paper (XLM-R base)", **figures}), encoding="utf-8")
+    text = build_report(read_runs(seeded), reference=read_reference(paper)).markdown()
+    rows = table_rows(text, "ner")
+    assert rows["language"] == [
+        "majority",
+        "lang+task:seq_bn",
+        "task-only:seq_bn",
+        "paper (XLM-R base)",
+        "Δ lang adapter",
+    ]
+    assert rows["yor_Latn"][3] == "0.850"
+    assert rows["hau_Latn"][3] == "—"
+    assert rows["**mean**"][3] == "0.850 (1/2)"
+    assert "paper (XLM-R base) has figures for languages with no run here: ibo_Latn" in text
+    paper.write_text(json.dumps({"ner": {"yor_Latn": 0.85}}), encoding="utf-8")
+    assert read_reference(paper).name == "reference"
+    paper.write_text(json.dumps({"ner": {"yor_Latn": 85.0}}), encoding="utf-8")
+    with pytest.raises(LangadaptError, match=r"above 1\.0 for entity F1") as err:
+        read_reference(paper)
+    assert "as a fraction (0.85, not 85.0)" in str(err.value.hint)
+    paper.write_text(json.dumps({"pos": {"yor_Latn": 0.9}}), encoding="utf-8")
+    with pytest.raises(LangadaptError, match="unknown task 'pos'"):
+        read_reference(paper)
+
+
+def test_plot_has_bars_at_the_mean_with_sd_error_bars(
+    seeded: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.axes import Axes
+
+    drawn: dict[str, dict[str, Any]] = {}
+    bar = Axes.bar
+
+    def spy(self: Axes, x: Any, height: Any, *args: Any, **kwargs: Any) -> Any:
+        drawn[kwargs["label"]] = {"height": list(height), "yerr": kwargs.get("yerr")}
+        return bar(self, x, height, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", spy)
+    paper = tmp_path / "paper.json"
+    paper.write_text(json.dumps({"name": "paper", "ner": {"yor_Latn": 0.85}}), encoding="utf-8")
+    paths = write_report(seeded, tmp_path / "out" / "report.md", reference=paper)
+    assert paths.plot is not None and paths.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    only = drawn["task-only:seq_bn"]  # languages in order: hau_Latn, yor_Latn
+    assert only["height"] == pytest.approx([0.5, 0.64])
+    assert only["yerr"] == pytest.approx([math.nan, 0.052915026], nan_ok=True)  # one run: no error bar
+    assert drawn["paper"] == {"height": [0.85], "yerr": None}
+    assert "Δ lang adapter" not in drawn
+    drawn.clear()
+    write_report(seeded, tmp_path / "best" / "report.md", best=True)
+    assert drawn["task-only:seq_bn"] == {"height": [0.5, 0.7], "yerr": None}
+
+
+def test_cli_report_flags(seeded: list[Path], tmp_path: Path) -> None:
+    from langadapt.cli import app
+
+    paper = tmp_path / "paper.json"
+    paper.write_text(json.dumps({"name": "paper", "ner": {"yor_Latn": 0.85}}), encoding="utf-8")
+    out = tmp_path / "cli" / "report.md"
+    args = ["report", *map(str, seeded), "-o", str(out), "--reference", str(paper), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["markdown"] == str(out)
+    assert table_rows(out.read_text(encoding="utf-8"), "ner")["yor_Latn"][1:4] == [
+        "0.767 ± 0.193 (n=3)",
+        "0.640 ± 0.053 (n=3)",
+        "0.850",
+    ]
+    assert CliRunner().invoke(app, [*args, "--best"]).exit_code == 0
+    assert table_rows(out.read_text(encoding="utf-8"), "ner")["yor_Latn"][1] == "0.990 (best of 3)"
+    paper.write_text("[1]", encoding="utf-8")
+    failed = CliRunner().invoke(app, args)
+    assert failed.exit_code == 2 and "not a JSON object" in failed.output

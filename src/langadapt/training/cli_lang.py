@@ -120,13 +120,25 @@ def eval_pppl(
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories, run.json files, or folders of runs.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Markdown file to write; the PNG goes next to it.")],
+    best: Annotated[
+        bool, typer.Option("--best", help="Each cell the best of its runs, not their mean ± sd over seeds.")
+    ] = False,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help='JSON of published figures shown beside ours: {"name": "paper", "<task>": {"<language>": 0.85}}.',
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Turn runs into a markdown table per task (language × variant: the best run, with the baseline), a list of
-    every run (run name, seed, the settings that differ, the best marked) and a PNG plot."""
+    """Turn runs into a markdown table per task (language × variant: the mean ± sd of its runs, or with --best the
+    best run; the baseline; with --reference published figures; `Δ lang adapter` paired by seed when the table
+    is task-only against lang+task), a list of every run (run name, seed, the settings that differ, the best
+    marked) and a PNG plot (error bars: sd)."""
     from langadapt.training.report import write_report
 
-    paths = write_report(run_dirs, out)
+    paths = write_report(run_dirs, out, best=best, reference=reference)
     data = {"markdown": str(paths.markdown), "plot": str(paths.plot) if paths.plot else None}
     _emit(data, as_json, f"wrote {paths.markdown}" + (f" and {paths.plot}" if paths.plot else ""))
 
