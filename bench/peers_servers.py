@@ -194,9 +194,10 @@ def optimum_model(task: str, artifact: Path, folder: Path) -> Any:
     config.update(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config))
-    graph = folder / "model.onnx"
-    if not graph.exists():
-        graph.symlink_to((artifact / GRAPH_FILE).resolve())
+    for name in (GRAPH_FILE, f"{GRAPH_FILE}.data"):  # the graph and its weights file (if it has one)
+        source, link = artifact / name, folder / ("model.onnx" + name[len(GRAPH_FILE) :])
+        if source.exists() and not link.exists():
+            link.symlink_to(source.resolve())
     options = ort.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
     kind = ORTModelForTokenClassification if task == "ner" else ORTModelForSequenceClassification

@@ -110,7 +110,10 @@ def test_fused_graph_matches_the_adapters_stack(
     parity = manifest.metrics["parity"]["fp32"]
     assert parity["passed"] and parity["max_abs_diff"] <= ATOL and parity["texts"] >= 40
 
-    runtime = FusedRuntime(xlmr.store.path(manifest.id), device="cpu", threads=1)
+    folder = xlmr.store.path(manifest.id)
+    assert set(manifest.files) >= {"model.onnx", "model.onnx.data"}  # the weights beside the graph, checksummed too
+    assert (folder / "model.onnx").stat().st_size < (folder / "model.onnx.data").stat().st_size
+    runtime = FusedRuntime(folder, device="cpu", threads=1)
     assert runtime.labels == manifest.labels and runtime.head_type == manifest.head_type
     model = reference_model(xlmr, task_id, lang_id)
     ids, mask = padded_batch(model.config.vocab_size, model.config.pad_token_id, [9, 3, 14, 1, 6])
