@@ -291,8 +291,14 @@ class Mounts:
             pytest.skip(f"cannot remount {path} read-only in this environment: {problem}")
 
     def writable(self, path: Path) -> None:
-        """Undo `read_only(path)`."""
-        subprocess.run(["umount", str(path)], check=True, capture_output=True, timeout=30)
+        """Undo `read_only(path)`; a server looking into the store at that instant makes umount busy: retry."""
+        for attempt in range(20):
+            done = subprocess.run(["umount", str(path)], capture_output=True, text=True, timeout=30)
+            if done.returncode == 0:
+                break
+            if attempt == 19:
+                raise AssertionError(f"umount {path} failed: {done.stderr.strip()}")
+            time.sleep(0.25)
         self.points.remove(path)
 
     def tmpfs(self, path: Path, size: str) -> None:

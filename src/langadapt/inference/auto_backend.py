@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 AUTO_BACKEND = "auto"
 MIN_GAIN = 1.1  # an ONNX path replaces the torch one only when at least this much faster where measured
 HOT_SHARE = 0.25  # a stack is hot when at least this share of recent stack uses is its own
+FOLLOW_S = 1.0  # how often (seconds, at most) the store is looked at for new graphs and ended builds
 SHAPES = ((1, 32), (4, 48), (16, 64))  # (rows, tokens) of the timing passes: one short text up to a full pass
 REPEATS = 3
 
@@ -157,6 +158,8 @@ class AutoBackend(FusedBackend):
         self._uses_since_decay = 0
         self._last_bank: Mapping[str, Tensor] | None = None
         self._candidates_at: int | None = None
+        self._followed_at = -math.inf
+        self._build_problem = self.builds.problem() if self.policy.build else "background builds are off"
         self.machine = machine_key(threads)
         self.cache = TimingCache(stores.writable.root / AUTO_DIR, stores.writable.write_problem() is None)
         if self.on_cpu:
@@ -274,7 +277,9 @@ class AutoBackend(FusedBackend):
         """The stack's fused session when it is hot and measured faster; meanwhile, its build is started."""
         now = time.monotonic()
         with self._lock:
-            self._follow_artifacts()
+            if now - self._followed_at >= FOLLOW_S:
+                self._followed_at = now
+                self._follow_artifacts()
             self._count_use(key)
             self.last_used[key] = now
             self._close_idle(now)
@@ -369,6 +374,8 @@ class AutoBackend(FusedBackend):
 
     def _follow_artifacts(self) -> None:
         """Collect ended builds; on a new store generation re-index fused graphs and look for a swappable one."""
+        if self.policy.build:
+            self._build_problem = self.builds.problem()
         for key, problem in self.builds.poll().items():
             self.version += 1
             if problem is not None:
@@ -407,7 +414,7 @@ class AutoBackend(FusedBackend):
                 "fused_budget_bytes": self.policy.fused_bytes,
                 "promote_after_passes": self.policy.promote_after,
                 "building": self.builds.running(),
-                "build_problem": self.builds.problem() if self.policy.build else "background builds are off",
+                "build_problem": self._build_problem,
                 "timings": dict(self.timings),
                 "not_used": dict(self.rejected),
             }
