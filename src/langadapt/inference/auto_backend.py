@@ -36,10 +36,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from langadapt.inference.backends import FusedBackend, TorchBackend, _precision_rank
+from langadapt.errors import LangadaptError
+from langadapt.inference.backends import Backend, FusedBackend, SwappableBackend, TorchBackend, _precision_rank
 from langadapt.inference.builds import AUTO_DIR, ArtifactBuilds, FusedBuild, SwappableBuild
 from langadapt.models.bank import BankLayout
-from langadapt.models.kinds import SWAPPABLE_ARTIFACT, TORCH_BACKEND
+from langadapt.models.kinds import AUTO_BACKEND, BACKENDS, SWAPPABLE_ARTIFACT, TORCH_BACKEND
 
 if TYPE_CHECKING:
     from langadapt.inference.routing import StackKey
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AUTO_BACKEND = "auto"
 MIN_GAIN = 1.1  # an ONNX path replaces the torch one only when at least this much faster where measured
 HOT_SHARE = 0.25  # a stack is hot when at least this share of recent stack uses is its own
 FOLLOW_S = 1.0  # how often (seconds, at most) the store is looked at for new graphs and ended builds
@@ -160,7 +160,6 @@ class AutoBackend(FusedBackend):
         self._candidates_at: int | None = None
         self._followed_at = -math.inf
         self._build_problem = self.builds.problem() if self.policy.build else "background builds are off"
-        self.machine = machine_key(threads)
         self.cache = TimingCache(stores.writable.root / AUTO_DIR, stores.writable.write_problem() is None)
         if self.on_cpu:
             self._adopt_swappable()
@@ -228,7 +227,7 @@ class AutoBackend(FusedBackend):
         except Exception as err:  # an unusable graph: torch serves
             self.rejected[SWAPPABLE_ARTIFACT] = f"{chosen.ref} cannot be opened: {err}"
             return
-        key = f"swappable {chosen.ref} {self.machine}"
+        key = f"swappable {chosen.ref} {machine_key(self.threads)}"
         wins = self._swappable_timings(runtime, key)
         if any(wins.values()):
             self.swappable, self.swappable_wins = runtime, wins
@@ -329,7 +328,7 @@ class AutoBackend(FusedBackend):
         except Exception as err:
             self.rejected[str(key)] = f"{chosen.ref} cannot be opened: {err}"
             return None
-        cache_key = f"fused {chosen.ref} vs {self.bank_path(SHAPES[0][0] * SHAPES[0][1])} {self.machine}"
+        cache_key = f"fused {chosen.ref} vs {self.bank_path(SHAPES[0][0] * SHAPES[0][1])} {machine_key(self.threads)}"
         cached = self.cache.get(cache_key)
         if cached is None:
             cached = {"speed_up": self._time_fused(session), "measured": time.time()}
@@ -422,3 +421,23 @@ class AutoBackend(FusedBackend):
     def close(self) -> None:
         """Stop background builds."""
         self.builds.stop()
+
+
+def create_backend(
+    name: str,
+    info: BaseModelInfo,
+    device: torch.device,
+    threads: int | None,
+    stores: LayeredStore,
+    policy: AutoPolicy | None = None,
+) -> Backend:
+    """The backend called `name` for a resolved base model on `device`, reading exports from `stores`."""
+    if name == AUTO_BACKEND:
+        return AutoBackend(info, device, threads, stores, policy)
+    if name == TorchBackend.name:
+        return TorchBackend(info, device, threads)
+    if name == SwappableBackend.name:
+        return SwappableBackend(info, device, threads, stores)
+    if name == FusedBackend.name:
+        return FusedBackend(info, device, threads, stores)
+    raise LangadaptError(f"unknown backend {name!r}", f"choose one of {', '.join(BACKENDS)}")

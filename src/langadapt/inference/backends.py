@@ -27,10 +27,9 @@ from langadapt.inference.shared import ENCODER, load_encoder, take_shared
 from langadapt.models.bank import AdapterBank, BankedEncoder, BankLayout
 from langadapt.models.base import BaseModelInfo, load_config_dict
 from langadapt.models.heads import Head
-from langadapt.models.kinds import AUTO_BACKEND, BACKENDS, FUSED_ARTIFACT, SWAPPABLE_ARTIFACT, TORCH_BACKEND
+from langadapt.models.kinds import FUSED_ARTIFACT, SWAPPABLE_ARTIFACT, TORCH_BACKEND
 
 if TYPE_CHECKING:
-    from langadapt.inference.auto_backend import AutoPolicy
     from langadapt.inference.routing import StackKey
     from langadapt.models.store_view import Candidate, LayeredStore
 
@@ -320,25 +319,3 @@ class FusedBackend(TorchBackend):
             language.version if language else None,
             language.source if language else None,
         )
-
-
-def create_backend(
-    name: str,
-    info: BaseModelInfo,
-    device: torch.device,
-    threads: int | None,
-    stores: LayeredStore,
-    policy: AutoPolicy | None = None,
-) -> Backend:
-    """The backend called `name` for a resolved base model on `device`, reading exports from `stores`."""
-    if name == AUTO_BACKEND:
-        from langadapt.inference.auto_backend import AutoBackend
-
-        return AutoBackend(info, device, threads, stores, policy)
-    if name == TorchBackend.name:
-        return TorchBackend(info, device, threads)
-    if name == SwappableBackend.name:
-        return SwappableBackend(info, device, threads, stores)
-    if name == FusedBackend.name:
-        return FusedBackend(info, device, threads, stores)
-    raise LangadaptError(f"unknown backend {name!r}", f"choose one of {', '.join(BACKENDS)}")

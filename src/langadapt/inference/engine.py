@@ -35,7 +35,8 @@ import torch
 from torch import Tensor
 
 from langadapt.errors import StoreError
-from langadapt.inference.backends import create_backend, resolve_device
+from langadapt.inference.auto_backend import create_backend
+from langadapt.inference.backends import resolve_device
 from langadapt.inference.cache import AdapterCache, AdapterLoadError, Lease, LoadedAdapter
 from langadapt.inference.errors import ServeError
 from langadapt.inference.language_id import Detection, LanguageIdentifier, find_head, load_identifier

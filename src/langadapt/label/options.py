@@ -21,6 +21,14 @@ class LabelSettings(InferenceSettings):
     lang: str | None = Field(
         default=None, description="Language of every text (yo, yor, yor_Latn...), or auto: identify each text's."
     )
+    backend: str = Field(
+        default="torch",
+        description="Inference backend: torch (the default for a job: a resumed job writes the same bytes as an "
+        "uninterrupted one), auto, onnx-fused or onnx-swappable.",
+    )
+    auto_build: bool = Field(
+        default=False, description="Backend auto: build missing ONNX graphs in the background (off for a job)."
+    )
     lang_column: str | None = Field(default=None, description="Column holding each row's language code.")
     text_column: str = Field(default="text", description="Column holding the text.")
     input_format: str = Field(
