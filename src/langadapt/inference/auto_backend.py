@@ -37,7 +37,15 @@ import torch
 from torch import Tensor
 
 from langadapt.errors import LangadaptError
-from langadapt.inference.backends import Backend, FusedBackend, SwappableBackend, TorchBackend, _precision_rank
+from langadapt.inference.backends import (
+    Backend,
+    FusedBackend,
+    SwappableBackend,
+    TorchBackend,
+    _precision_rank,
+    swappable_graph,
+    swappable_states,
+)
 from langadapt.inference.builds import AUTO_DIR, ArtifactBuilds, FusedBuild, SwappableBuild
 from langadapt.models.bank import BankLayout
 from langadapt.models.kinds import AUTO_BACKEND, BACKENDS, SWAPPABLE_ARTIFACT, TORCH_BACKEND
@@ -193,25 +201,12 @@ class AutoBackend(FusedBackend):
         self, input_ids: Tensor, attention_mask: Tensor, stack_index: Tensor, bank: Mapping[str, Tensor]
     ) -> Tensor:
         assert self.swappable is not None
-        hidden = self.swappable.hidden_states(
-            input_ids.numpy(),
-            attention_mask.numpy(),
-            stack_index.numpy(),
-            {name: tensor.numpy() for name, tensor in bank.items()},
-        )
-        return torch.from_numpy(hidden)
+        return swappable_states(self.swappable, input_ids, attention_mask, stack_index, bank)
 
     def _adopt_swappable(self) -> None:
         """Open the store's swappable graph for this base, if any, and time it against torch per pass size."""
-        found = [
-            c
-            for c in self.stores.candidates()
-            if c.manifest.artifact == SWAPPABLE_ARTIFACT and c.manifest.base_fingerprint == self.info.fingerprint
-        ]
-        if not found:
-            return
-        chosen = min(found, key=lambda c: (_precision_rank(c), -c.ref.version))
-        if str(chosen.ref) == self.swappable_ref:
+        chosen = swappable_graph(self.stores, self.info)
+        if chosen is None or str(chosen.ref) == self.swappable_ref:
             return
         self.swappable_ref = str(chosen.ref)
         from langadapt.export.runtime import SwappableRuntime

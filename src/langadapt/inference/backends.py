@@ -164,6 +164,29 @@ def _precision_rank(candidate: Candidate) -> int:
     return PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else len(PRECISION_ORDER)
 
 
+def swappable_graph(stores: LayeredStore, info: BaseModelInfo) -> Candidate | None:
+    """The store's swappable graph for this base (the preferred precision, then the newest version), or None."""
+    found = [
+        c
+        for c in stores.candidates()
+        if c.manifest.artifact == SWAPPABLE_ARTIFACT and c.manifest.base_fingerprint == info.fingerprint
+    ]
+    return min(found, key=lambda c: (_precision_rank(c), -c.ref.version)) if found else None
+
+
+def swappable_states(
+    runtime: Any, input_ids: Tensor, attention_mask: Tensor, stack_index: Tensor, bank: Mapping[str, Tensor]
+) -> Tensor:
+    """One ONNX Runtime run of the swappable graph over the whole bank (CPU tensors handed over without a copy)."""
+    hidden = runtime.hidden_states(
+        input_ids.numpy(),
+        attention_mask.numpy(),
+        stack_index.numpy(),
+        {name: tensor.numpy() for name, tensor in bank.items()},
+    )
+    return torch.from_numpy(hidden)
+
+
 class SwappableBackend:
     """The swappable ONNX graph: bank tensors as graph inputs, per-row stacks in one run; heads in torch (CPU)."""
 
@@ -172,17 +195,12 @@ class SwappableBackend:
     def __init__(self, info: BaseModelInfo, device: torch.device, threads: int | None, stores: LayeredStore) -> None:
         from langadapt.export.runtime import SwappableRuntime
 
-        found = [
-            c
-            for c in stores.candidates()
-            if c.manifest.artifact == SWAPPABLE_ARTIFACT and c.manifest.base_fingerprint == info.fingerprint
-        ]
-        if not found:
+        chosen = swappable_graph(stores, info)
+        if chosen is None:
             raise LangadaptError(
                 f"no swappable ONNX graph for base {info.id!r} in the store",
                 f"export one first: langadapt export swappable --base {info.id}, or serve with --backend torch",
             )
-        chosen = min(found, key=lambda c: (_precision_rank(c), -c.ref.version))
         manifest, folder = stores.open_ref(chosen.ref, info.fingerprint)
         saved = dict(manifest.layout or {})
         self.layout = BankLayout(**{**saved, "lora_matrices": tuple(saved["lora_matrices"])})
@@ -201,13 +219,7 @@ class SwappableBackend:
         self, input_ids: Tensor, attention_mask: Tensor, stack_index: Tensor, bank: Mapping[str, Tensor]
     ) -> Tensor:
         """One ONNX Runtime run over the whole bank (CPU tensors are handed over without a copy)."""
-        hidden = self.runtime.hidden_states(
-            input_ids.numpy(),
-            attention_mask.numpy(),
-            stack_index.numpy(),
-            {name: tensor.numpy() for name, tensor in bank.items()},
-        )
-        return torch.from_numpy(hidden)
+        return swappable_states(self.runtime, input_ids, attention_mask, stack_index, bank)
 
     def place_head(self, head: Head) -> Head:
         """Heads stay on the CPU."""
