@@ -216,3 +216,32 @@ def test_timings_are_measured_once_per_machine_and_reused(
     monkeypatch.setattr(auto_backend, "best_seconds", measured_again)
     second = engine(stacks, auto_build=False).status()["runtime"]
     assert second["timings"] == first["timings"] and second["bank_path"] == first["bank_path"]
+
+
+def test_a_broken_swappable_graph_leaves_torch_serving_and_says_why(stacks: Stacks, gain: Any) -> None:
+    from langadapt.export import export_swappable
+
+    manifest = export_swappable(stacks.store, base=str(stacks.info.path))
+    weights = stacks.store.path(manifest.id) / "model.onnx.data"
+    weights.write_bytes(weights.read_bytes()[:-64])  # truncated: its checksum no longer matches
+    gain(0.0)
+    e = engine(stacks, auto_build=False)  # the worker starts, on torch
+    assert {r.served_by for outcome in answers(e) for r in outcome} == {"torch"}
+    assert "cannot be used" in e.status()["runtime"]["not_used"]["onnx-swappable"]
+
+
+def test_a_build_of_a_graph_already_in_the_store_exports_nothing(stacks: Stacks) -> None:
+    from langadapt.export import export_fused
+
+    published = export_fused(stacks.store, stacks.yo_lang.id, stacks.yo_ner.id, base=str(stacks.info.path))
+    builds = ArtifactBuilds(store_view(stacks.store.root, None))
+    build = FusedBuild(stacks.yo_ner.id, stacks.yo_ner.version, stacks.yo_lang.id, stacks.yo_lang.version)
+    assert builds.start(build)
+    deadline = time.monotonic() + 120
+    ended: dict[str, str | None] = {}
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.5)
+        ended = builds.poll()
+    assert ended == {build.key: None}
+    assert stacks.store.versions(published.id) == [published.version]  # no second copy
+    assert "already in the store" in (builds.folder / f"{build.key}.log").read_text()

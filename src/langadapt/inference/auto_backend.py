@@ -96,7 +96,8 @@ def machine_key(threads: int | None) -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     model = model or platform.processor() or platform.machine()
-    return f"{model}|cpus={os.cpu_count()}|threads={threads}|torch={torch.__version__}|ort={onnxruntime.__version__}"
+    cpus = len(os.sched_getaffinity(0))
+    return f"{model}|cpus={cpus}|threads={threads}|torch={torch.__version__}|ort={onnxruntime.__version__}"
 
 
 class TimingCache:
@@ -155,7 +156,9 @@ class AutoBackend(FusedBackend):
         self.builds = ArtifactBuilds(stores)
         self.version = 0  # bumped whenever a choice changes, so worker reports follow
         self.swappable: Any | None = None
-        self.swappable_ref: str | None = None
+        self.swappable_ref: str | None = None  # the newest graph considered
+        self.swappable_in_use: str | None = None  # the graph serving (an older one when the newest was refused)
+        self._description: dict[str, Any] = {}
         self.swappable_wins: dict[int, bool] = {}  # padded tokens of a timing pass -> swappable was faster
         self.timings: dict[str, dict[str, float]] = {}  # what was measured, for describe()
         self.rejected: dict[str, str] = {}  # stack -> why it stays on the bank path
@@ -204,11 +207,23 @@ class AutoBackend(FusedBackend):
         return swappable_states(self.swappable, input_ids, attention_mask, stack_index, bank)
 
     def _adopt_swappable(self) -> None:
-        """Open the store's swappable graph for this base, if any, and time it against torch per pass size."""
+        """Open the store's swappable graph for this base, if any, and time it against torch per pass size.
+
+        Whatever goes wrong (a checksum, a layout, a session that does not start) leaves the path in use as it was
+        and says why in `describe()`: a broken graph never stops a worker.
+        """
         chosen = swappable_graph(self.stores, self.info)
         if chosen is None or str(chosen.ref) == self.swappable_ref:
             return
         self.swappable_ref = str(chosen.ref)
+        try:
+            self._try_swappable(chosen)
+        except Exception as err:
+            self.rejected[SWAPPABLE_ARTIFACT] = f"{chosen.ref} cannot be used: {err}"
+            log.warning("auto backend: swappable graph %s not used (%s)", chosen.ref, err)
+        self.version += 1
+
+    def _try_swappable(self, chosen: Candidate) -> None:
         from langadapt.export.runtime import SwappableRuntime
 
         manifest, folder = self.stores.open_ref(chosen.ref, self.info.fingerprint)
@@ -217,20 +232,15 @@ class AutoBackend(FusedBackend):
         if layout != self.layout:
             self.rejected[SWAPPABLE_ARTIFACT] = f"{chosen.ref} was exported for another adapter layout"
             return
-        try:
-            runtime = SwappableRuntime(folder, device="cpu", threads=self.threads)
-        except Exception as err:  # an unusable graph: torch serves
-            self.rejected[SWAPPABLE_ARTIFACT] = f"{chosen.ref} cannot be opened: {err}"
-            return
+        runtime = SwappableRuntime(folder, device="cpu", threads=self.threads)
         key = f"swappable {chosen.ref} {machine_key(self.threads)}"
         wins = self._swappable_timings(runtime, key)
         if any(wins.values()):
-            self.swappable, self.swappable_wins = runtime, wins
+            self.swappable, self.swappable_wins, self.swappable_in_use = runtime, wins, str(chosen.ref)
             self.rejected.pop(SWAPPABLE_ARTIFACT, None)
+            log.info("auto backend: swappable graph %s used for %s", chosen.ref, wins)
         else:
             self.rejected[SWAPPABLE_ARTIFACT] = f"{chosen.ref} was slower than torch at every timed pass size"
-        self.version += 1
-        log.info("auto backend: swappable graph %s used for %s", chosen.ref, wins)
 
     def _swappable_timings(self, runtime: Any, key: str) -> dict[int, bool]:
         """Per timed pass size, whether the swappable graph beats torch by MIN_GAIN (timings cached, else measured)."""
@@ -313,16 +323,20 @@ class AutoBackend(FusedBackend):
         return uses >= self.policy.promote_after and uses >= HOT_SHARE * sum(self.uses.values())
 
     def _promote(self, key: StackKey, chosen: Candidate) -> Any | None:
-        """Open the stack's fused graph, time it against the bank path, and keep it only if it is faster."""
+        """The stack's fused session if it can be opened and times faster; otherwise None, with the reason kept."""
+        try:
+            return self._try_fused(key, chosen)
+        except Exception as err:  # a broken graph or a failed timing: the bank path serves, and the reason is shown
+            self.rejected[str(key)] = f"{chosen.ref} cannot be used: {err}"
+            log.warning("auto backend: fused graph %s not used for %s (%s)", chosen.ref, key, err)
+            return None
+
+    def _try_fused(self, key: StackKey, chosen: Candidate) -> Any | None:
         size = int(chosen.manifest.extra.get("graph_bytes") or 0)
         if size > self.policy.fused_bytes:
             self.rejected[str(key)] = f"{chosen.ref} ({size >> 20} MiB) exceeds the fused budget"
             return None
-        try:
-            session = self._open(chosen)
-        except Exception as err:
-            self.rejected[str(key)] = f"{chosen.ref} cannot be opened: {err}"
-            return None
+        session = self._open(chosen)
         cache_key = f"fused {chosen.ref} vs {self.bank_path(SHAPES[0][0] * SHAPES[0][1])} {machine_key(self.threads)}"
         cached = self.cache.get(cache_key)
         if cached is None:
@@ -337,6 +351,7 @@ class AutoBackend(FusedBackend):
         while self._sessions and sum(self.session_bytes.values()) + size > self.policy.fused_bytes:
             old, _ = self._sessions.popitem(last=False)
             self.session_bytes.pop(old, None)
+            self.uses[old] = 0  # it has to earn promotion again, or two hot stacks would evict each other per pass
         self._sessions[key] = session
         self.session_bytes[key] = size
         log.info("auto backend: %s serves fused from %s (%.2fx the bank path)", key, chosen.ref, gain)
@@ -377,6 +392,8 @@ class AutoBackend(FusedBackend):
         self._follow_store()
         if self.on_cpu and self._candidates_at != self._generation:
             self._candidates_at = self._generation
+            # a new store generation may hold a graph for a stack refused before: judge the fused ones again
+            self.rejected = {k: v for k, v in self.rejected.items() if k == SWAPPABLE_ARTIFACT}
             self._adopt_swappable()
         if (
             self.on_cpu
@@ -388,20 +405,19 @@ class AutoBackend(FusedBackend):
 
     # ------------------------------------------------------------------------------------------- reports
 
-    def served_by(self, key: StackKey, tokens: int) -> str:
-        """The path that computes a stack's rows in a pass of `tokens` padded tokens."""
-        session = self._sessions.get(key)
-        if session is not None:
-            return f"onnx-fused:{getattr(session, 'precision', None) or 'fp32'}"
-        return self.bank_path(tokens)
-
     def describe(self) -> dict[str, Any]:
-        """Every choice, and the timings behind it: for `/v1/adapters`."""
-        with self._lock:
-            return {
+        """Every choice, and the timings behind it: for `/v1/adapters`.
+
+        Never waits long: while the inference thread is timing or opening a graph (it holds the lock for seconds),
+        the last description is returned, marked busy, so that the control thread's reports and admin work go on.
+        """
+        if not self._lock.acquire(timeout=0.05):
+            return {**self._description, "busy": "timing or opening an ONNX graph"}
+        try:
+            self._description = {
                 "backend": self.name,
                 "bank_path": {
-                    "swappable_graph": self.swappable_ref if self.swappable is not None else None,
+                    "swappable_graph": self.swappable_in_use if self.swappable is not None else None,
                     "swappable_for_tokens": {str(t): won for t, won in sorted(self.swappable_wins.items())},
                 },
                 "fused": {str(k): {"bytes": self.session_bytes.get(k, 0)} for k in self._sessions},
@@ -412,6 +428,9 @@ class AutoBackend(FusedBackend):
                 "timings": dict(self.timings),
                 "not_used": dict(self.rejected),
             }
+            return self._description
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         """Stop background builds."""

@@ -20,8 +20,11 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -109,7 +112,6 @@ class ArtifactBuilds:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_lower_priority,
             )
         log.info("building %s in the background (pid %d)", build.key, self._running[build.key].pid)
         return True
@@ -129,11 +131,47 @@ class ArtifactBuilds:
         """End this worker's running builds (the worker is going away)."""
         for child in self._running.values():
             child.terminate()
+        for child in self._running.values():
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.kill()
         self._running.clear()
 
 
-def _lower_priority() -> None:
+def _as_a_child() -> None:
+    """Lower priority, default signal handling (a worker ignores SIGTERM and SIGINT: do not inherit that), and
+    exit when the worker that started this build goes away, so that no export outlives its server."""
     os.nice(BUILD_NICE)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _published(view: Any, spec: dict[str, Any]) -> bool:
+    """Whether the artifact the spec names is in the store already (another worker's build, or one by hand)."""
+    from langadapt.inference.backends import swappable_graph
+    from langadapt.models.base import resolve_base_model
+    from langadapt.models.kinds import FUSED_ARTIFACT
+
+    if spec["kind"] == SwappableBuild.__name__:
+        return swappable_graph(view, resolve_base_model(spec["base"])) is not None
+    wanted = {("task", spec["task_id"], spec["task_version"])}
+    if spec["language_id"]:
+        wanted.add(("language", spec["language_id"], spec["language_version"]))
+    for candidate in view.candidates():
+        if candidate.manifest.artifact == FUSED_ARTIFACT:
+            rows = {(row.role, row.id, row.version) for row in candidate.manifest.sources or []}
+            if rows == wanted:
+                return True
+    return False
 
 
 def _export(spec: dict[str, Any]) -> None:
@@ -142,6 +180,9 @@ def _export(spec: dict[str, Any]) -> None:
     from langadapt.models.store_view import store_view
 
     view = store_view(Path(spec["store"]), spec["defaults"])
+    if _published(view, spec):
+        print("already in the store: nothing to build", flush=True)
+        return
     if spec["kind"] == SwappableBuild.__name__:
         from langadapt.export.swappable import export_swappable
 
@@ -165,6 +206,7 @@ def _export(spec: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     """Child entry point: take the build's lock, export, note a failure; exit BUSY_EXIT if the lock is taken."""
+    _as_a_child()
     spec = json.loads(argv[0])
     build: Build = (
         SwappableBuild(spec["base"])
