@@ -160,15 +160,21 @@ def test_a_hot_stack_without_a_graph_gets_one_built_in_the_background(stacks: St
     assert len(fused) == 1 and fused[0].manifest.metrics["parity"]  # published by the export, with its checks
 
 
-def test_a_failed_build_is_noted_once_and_not_retried(stacks: Stacks) -> None:
-    builds = ArtifactBuilds(store_view(stacks.store.root, None))
-    missing = FusedBuild("yor_Latn-ner-seq_bn", 99)  # no such version: the export fails
-    assert builds.start(missing)
-    deadline = time.monotonic() + 120
+def first_ended(builds: ArtifactBuilds, timeout: float = 120) -> dict[str, str | None]:
+    """Poll until a build ends (or `timeout` seconds pass); what `poll()` then returned."""
+    deadline = time.monotonic() + timeout
     ended: dict[str, str | None] = {}
     while not ended and time.monotonic() < deadline:
         time.sleep(0.5)
         ended = builds.poll()
+    return ended
+
+
+def test_a_failed_build_is_noted_once_and_not_retried(stacks: Stacks) -> None:
+    builds = ArtifactBuilds(store_view(stacks.store.root, None))
+    missing = FusedBuild("yor_Latn-ner-seq_bn", 99)  # no such version: the export fails
+    assert builds.start(missing)
+    ended = first_ended(builds)
     assert ended[missing.key] is not None
     assert builds.failed(missing) and not builds.start(missing)
     assert not ArtifactBuilds(store_view(stacks.store.root, None)).start(missing)  # nor by another worker
@@ -237,11 +243,7 @@ def test_a_build_of_a_graph_already_in_the_store_exports_nothing(stacks: Stacks)
     builds = ArtifactBuilds(store_view(stacks.store.root, None))
     build = FusedBuild(stacks.yo_ner.id, stacks.yo_ner.version, stacks.yo_lang.id, stacks.yo_lang.version)
     assert builds.start(build)
-    deadline = time.monotonic() + 120
-    ended: dict[str, str | None] = {}
-    while not ended and time.monotonic() < deadline:
-        time.sleep(0.5)
-        ended = builds.poll()
+    ended = first_ended(builds)
     assert ended == {build.key: None}
     assert stacks.store.versions(published.id) == [published.version]  # no second copy
     assert "already in the store" in (builds.folder / f"{build.key}.log").read_text()
