@@ -167,30 +167,27 @@ def worker_runtimes(url: str) -> list[dict[str, Any]]:
     return [worker.get("runtime", {}) for worker in reply.json()["workers"]]
 
 
-def export_swappable(store: Path) -> float:
-    """`langadapt export swappable` into the store (one graph for the base, checked before publishing); seconds."""
+def langadapt_export(*args: str) -> float:
+    """`langadapt export ARGS` (the graph checked before it is published into the store); seconds it took."""
     script = Path(sys.executable).parent / "langadapt"
-    command = [str(script), "export", "swappable"] if script.exists() else [sys.executable, "-m", "langadapt.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "langadapt.cli"]
     started = time.perf_counter()
-    done = subprocess.run([*command, "--store", str(store)], capture_output=True, text=True, check=False)
+    done = subprocess.run([*command, "export", *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"langadapt export swappable failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        raise RuntimeError(f"langadapt export {args[0]} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     seconds = time.perf_counter() - started
-    log(f"langadapt export swappable: {seconds:.0f} s")
+    log(f"langadapt export {' '.join(args[:5])}: {seconds:.0f} s")
     return seconds
+
+
+def export_swappable(store: Path) -> float:
+    """The swappable graph of the embedded base into the store; seconds."""
+    return langadapt_export("swappable", "--store", str(store))
 
 
 def export_fused(store: Path, task: str, language: str, out: Path) -> float:
-    """`langadapt export fused` of one stack into the store (checked before publishing), copied to `out`; seconds."""
-    script = Path(sys.executable).parent / "langadapt"
-    command = [str(script), "export", "fused", "--lang", language, "--task", task, "--store", str(store)]
-    started = time.perf_counter()
-    done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"langadapt export fused failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    seconds = time.perf_counter() - started
-    log(f"langadapt export fused {language}-{task}: {seconds:.0f} s")
-    return seconds
+    """The fused graph of one stack into the store, copied to `out`; seconds."""
+    return langadapt_export("fused", "--lang", language, "--task", task, "--store", str(store), "--out", str(out))
 
 
 def run_stream(
