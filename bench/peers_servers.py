@@ -150,35 +150,39 @@ class OrtPerStack(PaperBatcher):
     def run_groups(self, groups: dict[tuple[str, str], list[str]]) -> dict[tuple[str, str], list[Any]]:
         out: dict[tuple[str, str], list[Any]] = {}
         for key, texts in groups.items():
-            runtime = self.runtimes[key]
+            labels = self.labels(key)
             rows: list[Any] = []
             for i in range(0, len(texts), PAPER_BATCH):
                 batch = self.tokenizer(
                     texts[i : i + PAPER_BATCH], padding=True, truncation=True, max_length=512, return_tensors="np"
                 )
-                logits = runtime.run(batch["input_ids"], batch["attention_mask"])
-                rows.extend(decode(key[0], dict(enumerate(runtime.labels)), logits, batch["attention_mask"]))
+                logits = self.logits(key, batch["input_ids"], batch["attention_mask"])
+                rows.extend(decode(key[0], labels, logits, batch["attention_mask"]))
             out[key] = rows
         return out
+
+    def labels(self, key: tuple[str, str]) -> dict[int, str]:
+        """The stack's labels by class index."""
+        return dict(enumerate(self.runtimes[key].labels))
+
+    def logits(self, key: tuple[str, str], ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The stack's logits for one padded batch."""
+        return np.asarray(self.runtimes[key].run(ids, mask))
 
 
 class OptimumPerStack(OrtPerStack):
     """optimum's `ORTModelFor{Sequence,Token}Classification` per stack, on the same fused graphs, batched per stack."""
 
-    def run_groups(self, groups: dict[tuple[str, str], list[str]]) -> dict[tuple[str, str], list[Any]]:
-        out: dict[tuple[str, str], list[Any]] = {}
-        for key, texts in groups.items():
-            model = self.runtimes[key]
-            labels = {int(i): label for i, label in model.config.id2label.items()}
-            rows: list[Any] = []
-            for i in range(0, len(texts), PAPER_BATCH):
-                batch = self.tokenizer(
-                    texts[i : i + PAPER_BATCH], padding=True, truncation=True, max_length=512, return_tensors="pt"
-                )
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                rows.extend(decode(key[0], labels, np.asarray(logits), batch["attention_mask"].numpy()))
-            out[key] = rows
-        return out
+    def labels(self, key: tuple[str, str]) -> dict[int, str]:
+        """The labels of the model's config."""
+        return {int(i): label for i, label in self.runtimes[key].config.id2label.items()}
+
+    def logits(self, key: tuple[str, str], ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The model's logits, called as an optimum user does (torch tensors in)."""
+        import torch
+
+        output = self.runtimes[key](input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+        return np.asarray(output.logits)
 
 
 def optimum_model(task: str, artifact: Path, folder: Path) -> Any:
