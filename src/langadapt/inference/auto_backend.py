@@ -150,7 +150,7 @@ class AutoBackend(FusedBackend):
         stores: LayeredStore,
         policy: AutoPolicy | None = None,
     ) -> None:
-        super().__init__(info, device, threads, stores, max_sessions=1_000_000)  # memory, not a count, bounds it
+        super().__init__(info, device, threads, stores)  # fused_for below bounds sessions by memory, not max_sessions
         self.policy = policy or AutoPolicy()
         self.on_cpu = device.type == "cpu"
         self.builds = ArtifactBuilds(stores)
@@ -160,7 +160,7 @@ class AutoBackend(FusedBackend):
         self.swappable_in_use: str | None = None  # the graph serving (an older one when the newest was refused)
         self._description: dict[str, Any] = {}
         self.swappable_wins: dict[int, bool] = {}  # padded tokens of a timing pass -> swappable was faster
-        self.timings: dict[str, dict[str, float]] = {}  # what was measured, for describe()
+        self.timings: dict[str, dict[str, Any]] = {}  # what was measured, for describe()
         self.rejected: dict[str, str] = {}  # stack -> why it stays on the bank path
         self.uses: Counter[StackKey] = Counter()
         self.last_used: dict[StackKey, float] = {}
@@ -343,7 +343,7 @@ class AutoBackend(FusedBackend):
             cached = {"speed_up": self._time_fused(session), "measured": time.time()}
             self.cache.put(cache_key, cached)
         gain = float(cached["speed_up"])
-        self.timings[str(key)] = {"speed_up": round(gain, 3), "artifact": str(chosen.ref)}  # type: ignore[dict-item]
+        self.timings[str(key)] = {"speed_up": round(gain, 3), "artifact": str(chosen.ref)}
         self.version += 1
         if gain < MIN_GAIN:
             self.rejected[str(key)] = f"{chosen.ref} measured {gain:.2f}x the bank path (needs {MIN_GAIN}x)"
@@ -431,10 +431,6 @@ class AutoBackend(FusedBackend):
             return self._description
         finally:
             self._lock.release()
-
-    def close(self) -> None:
-        """Stop background builds."""
-        self.builds.stop()
 
 
 def create_backend(

@@ -127,17 +127,6 @@ class ArtifactBuilds:
             ended[key] = None if code in (0, BUSY_EXIT) else f"export exited with status {code}"
         return ended
 
-    def stop(self) -> None:
-        """End this worker's running builds (the worker is going away)."""
-        for child in self._running.values():
-            child.terminate()
-        for child in self._running.values():
-            try:
-                child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        self._running.clear()
-
 
 def _as_a_child() -> None:
     """Lower priority, default signal handling (a worker ignores SIGTERM and SIGINT: do not inherit that), and
