@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from pydantic import ValidationError
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -278,6 +279,22 @@ def test_fp16_weights_are_stored_as_float16_and_load_into_fp32(info: BaseModelIn
     loaded = fresh_stack(info, tmp_path / "store", run.manifest.id)
     assert next(loaded.parameters()).dtype == torch.float32
     assert torch.equal(logits_of(loaded, head, info.path, texts), logits_of(run.model, head, info.path, texts))
+
+
+def test_reduction_factor_sizes_the_bottleneck_and_survives_the_store(info: BaseModelInfo, tmp_path: Path) -> None:
+    paths = write_topic_data(tmp_path / "data", {"train": 32, "dev": 16})
+    run = train_task_adapter(settings_for(info, paths, tmp_path, reduction_factor=4))
+    assert run.manifest is not None
+    hidden = run.model.config.hidden_size
+    with safe_open(str(run.adapter_dir / "adapter.safetensors"), framework="pt") as handle:
+        down = [handle.get_slice(k).get_shape() for k in handle.keys() if k.endswith("adapter_down.0.weight")]  # noqa: SIM118
+    assert down and {tuple(shape) for shape in down} == {(hidden // 4, hidden)}
+    head = module_name(run.manifest.id)
+    texts = ["football match", "Rais habari kasa"]
+    loaded = fresh_stack(info, tmp_path / "store", run.manifest.id)
+    assert torch.equal(logits_of(loaded, head, info.path, texts), logits_of(run.model, head, info.path, texts))
+    with pytest.raises(ValidationError, match="lora has none"):
+        settings_for(info, paths, tmp_path, kind="lora", reduction_factor=4)
 
 
 def publish_language_adapter(info: BaseModelInfo, store: Path, kind: str, folder: Path) -> str:

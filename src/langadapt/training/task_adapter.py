@@ -111,6 +111,13 @@ def _kinds() -> tuple[str, ...]:
     return tuple(ADAPTER_KINDS)
 
 
+def _bottleneck_kinds() -> tuple[str, ...]:
+    """The adapter kinds sized by a reduction factor (hidden size / bottleneck size)."""
+    from langadapt.models.kinds import ADAPTER_KINDS
+
+    return tuple(name for name, kind in ADAPTER_KINDS.items() if "reduction_factor" in kind.defaults)
+
+
 class TaskTrainSettings(ReadOptions):
     """Everything one `langadapt train task` run needs; each field is also a CLI flag and a config-file key.
 
@@ -121,12 +128,12 @@ class TaskTrainSettings(ReadOptions):
 
     # Every field is a flag of `langadapt train task`, listed in `--help` in this order.
     FLAGS: ClassVar[tuple[str, ...]] = (
-        "language", "task", "train", "dev", "test", "lang_adapter", "lang_adapter_version", "full_finetune",
-        "kind", "base", "store", "out", "adapter_id", "epochs", "learning_rate", "head_learning_rate",
+        "language", "task", "train", "dev", "test", "lang_adapter", "lang_adapter_version", "full_finetune", "kind",
+        "reduction_factor", "base", "store", "out", "adapter_id", "epochs", "learning_rate", "head_learning_rate",
         "batch_size", "eval_batch_size", "weight_decay", "warmup_ratio", "max_length", "stride", "eval_every",
-        "patience", "seed", "max_train_examples", "max_eval_examples", "max_test_examples", "fp16_weights",
-        "licence", "data_format", "text_column", "label_column", "quoting", "label_names", "on_bad_row",
-        "repair_iob", "publish", "keep_checkpoint", "progress",
+        "patience", "seed", "max_train_examples", "max_eval_examples", "max_test_examples", "fp16_weights", "licence",
+        "data_format", "text_column", "label_column", "quoting", "label_names", "on_bad_row", "repair_iob", "publish",
+        "keep_checkpoint", "progress",
     )  # fmt: skip
 
     language: str = Field(description="Language of the data (any alias: yo, yor, yor_Latn).")
@@ -138,6 +145,12 @@ class TaskTrainSettings(ReadOptions):
     lang_adapter_version: int | None = Field(default=None, description="Its version (default: latest).")
     full_finetune: bool = Field(default=False, description="Baseline: train every base weight, no adapter.")
     kind: str = Field(default="seq_bn", description=f"Task adapter kind: {', '.join(_kinds())}.")
+    reduction_factor: int | None = Field(
+        default=None,
+        ge=1,
+        description="seq_bn, seq_bn_inv: hidden size / bottleneck size (default 16, the paper's; 8 on 384-wide bases"
+        " matches its 48-unit bottleneck).",
+    )
     base: str = Field(default="embedded", description="Base model: embedded, a local directory or a hub id.")
     store: Path | None = Field(default=None, description="Adapter store (default: $LANGADAPT_STORE or cache).")
     out: Path | None = Field(default=None, description="Run directory for run.json, the adapter and checkpoints.")
@@ -180,6 +193,11 @@ class TaskTrainSettings(ReadOptions):
             raise ValueError(f"stride {self.stride} must be well below max_length {self.max_length}")
         if self.kind not in _kinds():
             raise ValueError(f"--kind {self.kind} is not an adapter kind; use one of {', '.join(_kinds())}")
+        if self.reduction_factor is not None and (self.full_finetune or self.kind not in _bottleneck_kinds()):
+            raise ValueError(
+                f"--reduction-factor sets a bottleneck's size; {'--full-finetune' if self.full_finetune else self.kind}"
+                f" has none (bottleneck kinds: {', '.join(_bottleneck_kinds())})"
+            )
         self.for_task(self.task)
         return self
 
@@ -413,7 +431,8 @@ def _prepare_model(
         return model, None
     if settings.lang_adapter:
         lang_manifest = load_language_adapter(model, store, settings.lang_adapter, settings.lang_adapter_version)
-    add_task_adapter(model, name, settings.kind)
+    overrides = {} if settings.reduction_factor is None else {"reduction_factor": settings.reduction_factor}
+    add_task_adapter(model, name, settings.kind, **overrides)
     add_head(model, name, settings.task, labels)
     with quiet_activation():
         model.train_adapter(Stack(name))
