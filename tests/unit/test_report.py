@@ -176,6 +176,22 @@ def test_every_run_is_kept_and_the_best_marked(tmp_path: Path) -> None:
     ]
 
 
+def test_a_setting_an_older_training_record_lacks_counts_as_unset(tmp_path: Path) -> None:
+    """A record written before --reduction-factor existed ran with the default: it differs from one that set 4."""
+    older = record(
+        tmp_path, "rf-default", language="hau_Latn", task="ner", variant="task-only:seq_bn",
+        metrics={"f1": 0.38}, settings={"seed": 1, "epochs": 3},
+    )  # fmt: skip
+    newer = record(
+        tmp_path, "rf4", language="hau_Latn", task="ner", variant="task-only:seq_bn",
+        metrics={"f1": 0.48}, settings={"seed": 1, "epochs": 3, "reduction_factor": 4},
+    )  # fmt: skip
+    text = build_report(read_runs([older, newer])).markdown()
+    assert "differ beyond the seed (reduction_factor)" in text
+    assert "| hau_Latn | task-only:seq_bn | rf-default | 1 | reduction_factor=None | 0.380 |  |" in text
+    assert "| hau_Latn | task-only:seq_bn | rf4 | 1 | reduction_factor=4 | 0.480 | **best** |" in text
+
+
 def test_disagreeing_baselines_are_noted(tmp_path: Path) -> None:
     a = record(
         tmp_path,

@@ -316,7 +316,11 @@ def _run_name(path: Path) -> str:
 
 def _compared_settings(run: RunRecord) -> dict[str, object]:
     """The settings that say what a run trained or scored (resolved learning rates included), flat."""
-    flat = {k: v for k, v in run.settings.items() if k not in UNCOMPARED and isinstance(v, str | int | float | bool)}
+    flat = {
+        k: v
+        for k, v in run.settings.items()
+        if k not in UNCOMPARED and (v is None or isinstance(v, str | int | float | bool))
+    }
     details = run.settings.get("details")
     if isinstance(details, Mapping):
         flat |= {k: details[k] for k in ("learning_rate", "head_learning_rate") if k in details}
@@ -327,11 +331,16 @@ def _differences(group: Sequence[tuple[Path, RunRecord]]) -> tuple[list[str], li
     """The settings (beside the seed) every run of one language and variant has whose values differ, and per run
     their values (`learning_rate=0.001`).
 
-    Settings only some runs have (a training run's epochs beside an evaluation run) would say nothing.
+    Between runs of one kind (all training runs), a setting a run lacks is unset there (`None`): a record written
+    before a flag existed ran with its default. Between kinds (a training run's epochs beside an evaluation run)
+    only the settings all have are compared; the others would say nothing.
     """
     flats = [_compared_settings(run) for _, run in group]
-    shared = set.intersection(*(set(flat) for flat in flats))
-    keys = sorted(k for k in shared if k != "seed" and len({repr(flat[k]) for flat in flats}) > 1)
+    if len({flat["run"] for flat in flats}) == 1:
+        compared = set.union(*(set(flat) for flat in flats))
+    else:
+        compared = set.intersection(*(set(flat) for flat in flats))
+    keys = sorted(k for k in compared if k != "seed" and len({repr(flat.get(k)) for flat in flats}) > 1)
     return keys, [", ".join(f"{k}={flat.get(k)}" for k in keys) for flat in flats]
 
 
