@@ -304,6 +304,13 @@ def test_knowledge_graph_sentences_feed_the_trainer(tiny_xlmr_dir: Path, tmp_pat
     assert extra["examples"]["train"] + extra["validation"]["sentences"] == 32
     with pytest.raises(LangadaptError, match="no training data"):
         read_training_sentences(settings(tiny_xlmr_dir, tmp_path / "x", edges, text=[]), "yor_Latn")
+    with pytest.raises(
+        LangadaptError, match=r"edges\.tsv has no edge with an end in mlt_Latn \(\d+ edges in other"
+    ) as err:
+        read_training_sentences(
+            settings(tiny_xlmr_dir, tmp_path / "x", tmp_path / "unused", text=[], kg_edges=[edges]), "mlt_Latn"
+        )
+    assert "--lang" in err.value.hint
 
 
 def test_a_dev_file_is_the_validation_set(tiny_xlmr_dir: Path, text_file: Path, tmp_path: Path) -> None:

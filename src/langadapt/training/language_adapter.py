@@ -191,6 +191,12 @@ def read_training_sentences(settings: LanguageAdapterSettings, language: str) ->
         counts[str(path)] = len(data.examples)
     for path in settings.kg_edges:
         edges = read_conceptnet_edges(path, language, on_bad_row=settings.on_bad_row)
+        if not edges.examples:
+            raise LangadaptError(
+                f"{path} has no edge with an end in {language} ({edges.dropped.get('other language', 0)} edges in "
+                f"other languages, {len(edges.skipped)} bad rows)",
+                "pass the ConceptNet edges of this language (an end /c/<code>/...), or the --lang the file is for",
+            )
         verbalised = verbalise(edges.examples).sentences
         sentences += verbalised
         skipped += len(edges.skipped)
