@@ -18,12 +18,13 @@ TASKS=("$@")
 [ ${#TASKS[@]} -eq 0 ] && TASKS=(topic sentiment ner lid)
 
 # The settings every default adapter shares: the paper's seq_bn task adapter and batch 32, but a higher learning rate
-# (1e-4 does not leave the majority class on e5-small within these budgets) and reduction factor RF (default 4: a
-# 96-unit bottleneck on this 384-wide base, chosen on dev by scripts/default-set-choices.sh rf over 16, the paper's,
-# and 8, which gives the paper's 48 units). See docs/default-adapters.md.
+# (1e-4 does not leave the majority class on e5-small within these budgets). Topic and NER (retrained for issue 11)
+# use reduction factor RF (default 4: a 96-unit bottleneck on this 384-wide base, chosen on dev by
+# scripts/default-set-choices.sh rf over 16, the paper's, and 8, which gives the paper's 48 units); sentiment, not
+# retrained since, keeps the paper's 16 so that this script still reproduces the shipped adapters.
+# See docs/default-adapters.md.
 RF=${RF:-4}
-COMMON=(--base embedded --store "$STORE" --kind seq_bn --reduction-factor "$RF" --lr 1e-3 --head-lr 1e-2 --seed 42
-  --fp16-weights --publish)
+COMMON=(--base embedded --store "$STORE" --kind seq_bn --lr 1e-3 --head-lr 1e-2 --seed 42 --fp16-weights --publish)
 
 short_code() {  # AfriSenti and MasakhaNER name Swahili by its macrolanguage folder
   case "$1" in swh_Latn) echo swa ;; *) echo "${1%_*}" ;; esac
@@ -44,13 +45,14 @@ for task in "${TASKS[@]}"; do
     code=$(short_code "$lang")
     case "$task" in
       topic)  # the whole split (701 sentences), 128 tokens (64 cut 379 of 701 Yoruba sentences), up to 10 epochs
-        train "$lang" topic "$DATA/topic/sib200/$lang" tsv --epochs 10 --patience 3 --max-length 128 ;;
+        train "$lang" topic "$DATA/topic/sib200/$lang" tsv --reduction-factor "$RF" --epochs 10 --patience 3 \
+          --max-length 128 ;;
       sentiment)  # Swahili has 1,811 training tweets (the others 3,200 after the cap): 6 epochs instead of 2
         epochs=2; [ "$lang" = swh_Latn ] && epochs=6
         train "$lang" sentiment "$DATA/sentiment/afrisenti/$code" tsv --epochs "$epochs" --max-length 64 \
           --max-train-examples 3200 --max-eval-examples 500 --max-test-examples 2000 ;;
       ner)  # every training sentence (5,716-7,825); a seeded 500 of dev choose the checkpoint
-        train "$lang" ner "$DATA/ner/masakhaner2/$code" txt --epochs 3 --max-length 128 \
+        train "$lang" ner "$DATA/ner/masakhaner2/$code" txt --reduction-factor "$RF" --epochs 3 --max-length 128 \
           --max-eval-examples 500 --repair-iob ;;
       *) echo "unknown task $task (topic, sentiment, ner, lid)" >&2; exit 2 ;;
     esac
