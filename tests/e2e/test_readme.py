@@ -114,7 +114,9 @@ def make_inputs(folder: Path) -> None:
     import pandas as pd
 
     pd.DataFrame(ROWS).to_parquet(folder / "news.parquet")
-    shutil.copytree(packaged_defaults_dir() / "adapters" / "hau_Latn-topic" / "1", folder / "adapter-folder")  # type: ignore[operator]
+    versions = packaged_defaults_dir() / "adapters" / "hau_Latn-topic"  # type: ignore[operator]
+    latest = max((v for v in versions.iterdir() if v.name.isdigit()), key=lambda v: int(v.name))
+    shutil.copytree(latest, folder / "adapter-folder")
 
 
 def argv(line: str, values: dict[str, str]) -> list[str]:
