@@ -20,14 +20,15 @@ GOALS = {"topic": ("average", 0.75), "sentiment": ("average", 0.63), "ner": ("ev
 
 
 def latest_manifests(store: Path) -> list[dict[str, Any]]:
-    """The latest version's manifest of every topic, sentiment and NER adapter, by task then language."""
-    found = []
-    for folder in sorted((store / "adapters").iterdir()):
-        versions = sorted((int(v.name) for v in folder.iterdir() if v.name.isdigit()), reverse=True)
-        if versions:
-            manifest = json.loads((folder / str(versions[0]) / "manifest.json").read_text(encoding="utf-8"))
-            if manifest["task"] in TASKS:
-                found.append(manifest)
+    """The latest version's manifest of every topic, sentiment and NER adapter (as stored), by task then language."""
+    from langadapt.models.store import AdapterStore
+
+    adapters = AdapterStore(store)
+    found = [
+        json.loads((adapters.path(m.id, m.version) / "manifest.json").read_text(encoding="utf-8"))
+        for m in adapters.list()
+        if m.task in TASKS
+    ]
     return sorted(found, key=lambda m: (TASKS.index(m["task"]), m["language"]))
 
 

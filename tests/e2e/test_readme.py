@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from langadapt.cli import app
+from langadapt.models.store import AdapterStore
 from langadapt.models.store_view import packaged_defaults_dir
 
 pytestmark = pytest.mark.slow
@@ -114,9 +115,7 @@ def make_inputs(folder: Path) -> None:
     import pandas as pd
 
     pd.DataFrame(ROWS).to_parquet(folder / "news.parquet")
-    versions = packaged_defaults_dir() / "adapters" / "hau_Latn-topic"  # type: ignore[operator]
-    latest = max((v for v in versions.iterdir() if v.name.isdigit()), key=lambda v: int(v.name))
-    shutil.copytree(latest, folder / "adapter-folder")
+    shutil.copytree(AdapterStore(packaged_defaults_dir()).path("hau_Latn-topic"), folder / "adapter-folder")
 
 
 def argv(line: str, values: dict[str, str]) -> list[str]:
