@@ -71,49 +71,41 @@ if [ ! -f "$CORPORA/summary.json" ]; then
 fi
 
 failed=()
+train_adapter() {  # lang kind label [train-lang flags...]: skip a finished run, else train it (or resume it)
+  local lang=$1 kind=$2 name="$1 $2$3"
+  shift 3
+  local out=$RUNS/$lang-mlm-$kind
+  if [ -f "$out/run.json" ]; then
+    echo "== $name: finished, skipped ($out/run.json)"
+    return 0
+  fi
+  local state=new
+  [ -d "$out/work/checkpoint" ] || [ -d "$out/work/.checkpoint.old" ] && state=resumed
+  echo "== $name: $state ($(date -u +%FT%TZ))"
+  local started=$SECONDS
+  if "$PYTHON" -m langadapt.cli train lang --config "$SETTINGS" --lang "$lang" --kind "$kind" "$@" --out "$out"; then
+    echo "== $name: done in $((SECONDS - started)) s"
+  else
+    echo "== $name: FAILED after $((SECONDS - started)) s (rerun this script to retry)"
+    failed+=("$lang-$kind")
+  fi
+}
+
 for kind in $KINDS; do
   for lang in $LANGS; do
-    out=$RUNS/$lang-mlm-$kind
-    if [ -f "$out/run.json" ]; then
-      echo "== $lang $kind: finished, skipped ($out/run.json)"
-      continue
-    fi
-    state=new
-    [ -d "$out/work/checkpoint" ] || [ -d "$out/work/.checkpoint.old" ] && state=resumed
-    echo "== $lang $kind: $state ($(date -u +%FT%TZ))"
-    started=$SECONDS
-    if "$PYTHON" -m langadapt.cli train lang --config "$SETTINGS" --lang "$lang" --kind "$kind" \
-      --text "$CORPORA/$lang/train.txt" --dev "$CORPORA/$lang/heldout.txt" --out "$out"; then
-      echo "== $lang $kind: done in $((SECONDS - started)) s"
-    else
-      echo "== $lang $kind: FAILED after $((SECONDS - started)) s (rerun this script to retry)"
-      failed+=("$lang-$kind")
-    fi
+    train_adapter "$lang" "$kind" "" --text "$CORPORA/$lang/train.txt" --dev "$CORPORA/$lang/heldout.txt"
   done
 done
 
 KG=$DATA/kg/conceptnet_gurgurov
 for kind in $KINDS; do
   for lang in ${KG_LANGS-mlt_Latn uig_Arab}; do
-    out=$RUNS/$lang-mlm-$kind
     case "$lang" in
       mlt_Latn) source=(--kg-triples "$KG/mlt/train_cn_mt.csv" --dev "$KG/mlt/val_cn_mt.csv") ;;
       uig_Arab) source=(--kg-edges "$KG/uig/conceptnet_edges_ug.tsv") ;;
       *) echo "== $lang: no knowledge-graph data (mlt_Latn, uig_Arab)"; failed+=("$lang-$kind"); continue ;;
     esac
-    if [ -f "$out/run.json" ]; then
-      echo "== $lang $kind (knowledge graph): finished, skipped ($out/run.json)"
-      continue
-    fi
-    echo "== $lang $kind (knowledge graph) ($(date -u +%FT%TZ))"
-    started=$SECONDS
-    if "$PYTHON" -m langadapt.cli train lang --config "$SETTINGS" --lang "$lang" --kind "$kind" "${source[@]}" \
-      --licence "ConceptNet: CC BY-SA 4.0" --out "$out"; then
-      echo "== $lang $kind (knowledge graph): done in $((SECONDS - started)) s"
-    else
-      echo "== $lang $kind (knowledge graph): FAILED after $((SECONDS - started)) s (rerun this script to retry)"
-      failed+=("$lang-$kind")
-    fi
+    train_adapter "$lang" "$kind" " (knowledge graph)" "${source[@]}" --licence "ConceptNet: CC BY-SA 4.0"
   done
 done
 
